@@ -1,0 +1,151 @@
+//! The `rlvr` command line: argument types and the commands behind them. Every flag also reads an
+//! `RLVR_…` environment variable, which is how Kubernetes passes settings.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use rlvr_actor::generate::{GenerateParams, generate};
+use rlvr_actor::sampling::SamplingParams;
+use rlvr_common::model::{CausalLm, Cpu};
+use rlvr_common::tokenizer::{ChatMessage, Tokenizer};
+
+#[derive(Debug, Parser)]
+#[command(name = "rlvr", version, about = "Reinforcement-learning post-training for reasoning language models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Continue one or more prompts with a model (greedy by default).
+    Generate(GenerateArgs),
+    /// Model conversion tools.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Convert a llama-architecture GGUF file into an HF directory (safetensors, config.json, tokenizer).
+    ImportGguf(ImportGgufArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportGgufArgs {
+    /// The GGUF file.
+    #[arg(long, env = "RLVR_GGUF")]
+    pub gguf: PathBuf,
+    /// The directory to write.
+    #[arg(long, env = "RLVR_OUT")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// An HF model directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, env = "RLVR_MODEL")]
+    pub model: PathBuf,
+    /// A prompt; repeat the flag to generate for several prompts as one batch.
+    #[arg(long, required = true)]
+    pub prompt: Vec<String>,
+    /// Feed the prompt as raw text instead of a user message in the model's chat template.
+    #[arg(long, env = "RLVR_RAW")]
+    pub raw: bool,
+    /// A system message to put before the prompt (chat template only).
+    #[arg(long, env = "RLVR_SYSTEM")]
+    pub system: Option<String>,
+    #[arg(long, env = "RLVR_MAX_NEW_TOKENS", default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 is greedy decoding.
+    #[arg(long, env = "RLVR_TEMPERATURE", default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, env = "RLVR_TOP_P", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// 0 keeps every token.
+    #[arg(long, env = "RLVR_TOP_K", default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, env = "RLVR_SEED", default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => run_generate(args),
+        Command::Model { command: ModelCommand::ImportGguf(args) } => run_import(args),
+    }
+}
+
+fn run_import(args: ImportGgufArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let report = rlvr_common::gguf::import_gguf(&args.gguf, &args.out)
+        .with_context(|| format!("while importing {}", args.gguf.display()))?;
+    eprintln!(
+        "imported {} ({} tensors, {} parameters, source types {:?}) into {} in {:.1}s",
+        report.architecture,
+        report.n_tensors,
+        report.n_parameters,
+        report.source_types,
+        args.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
+    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+        bail!("--temperature is {}; use 0 for greedy or a positive number", args.temperature);
+    }
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        bail!("--top-p is {}; it must be in (0, 1]", args.top_p);
+    }
+    let device = Default::default();
+    let start = Instant::now();
+    let model = CausalLm::<Cpu>::load(&args.model, &device)
+        .with_context(|| format!("while loading the model from {}", args.model.display()))?;
+    let tokenizer = Tokenizer::from_dir(&args.model)
+        .with_context(|| format!("while loading the tokenizer from {}", args.model.display()))?;
+    eprintln!("loaded {} in {:.1}s", args.model.display(), start.elapsed().as_secs_f64());
+
+    let mut prompts = Vec::with_capacity(args.prompt.len());
+    for text in &args.prompt {
+        let ids = if args.raw {
+            tokenizer.encode(text, true)?
+        } else {
+            let mut messages = vec![];
+            if let Some(system) = &args.system {
+                messages.push(ChatMessage::new("system", system));
+            }
+            messages.push(ChatMessage::new("user", text));
+            tokenizer.encode_chat(&messages, true).context("while applying the chat template (use --raw to skip it)")?
+        };
+        prompts.push(ids);
+    }
+    let mut stop_token_ids = model.config.eos_token_ids.clone();
+    stop_token_ids.extend(tokenizer.eos_token_id());
+    let params = GenerateParams {
+        sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k },
+        max_new_tokens: args.max_new_tokens,
+        stop_token_ids,
+        seed: args.seed,
+    };
+    let rows: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let start = Instant::now();
+    let outputs = generate(&model, &rows, &params)?;
+    let secs = start.elapsed().as_secs_f64();
+    let tokens: usize = outputs.iter().map(|g| g.tokens.len()).sum();
+    for (prompt, g) in args.prompt.iter().zip(&outputs) {
+        let text = tokenizer.decode(&g.tokens, true)?;
+        if args.prompt.len() > 1 {
+            println!("### {prompt}");
+        }
+        println!("{}", text.trim_end());
+    }
+    eprintln!("{tokens} tokens in {secs:.2}s ({:.1} tokens/s)", tokens as f64 / secs);
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! rlvr verifier: reward functions (in progress).
