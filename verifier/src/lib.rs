@@ -1,1 +1,21 @@
-//! rlvr verifier: reward functions (in progress).
+//! rlvr verifier: turns a model's response and a ground truth into a [`Verdict`], never panicking on
+//! what the model printed and never running past its budget.
+//!
+//! # Layout
+//! - [`verdict`]: `Verdict`, `Outcome`, errors.
+//! - [`budget`]: time and work budgets enforced by counting (no signals).
+//! - [`math`]: answer extraction, normalisation, LaTeX parsing and equivalence.
+//! - [`truth`]: ternary truthfulness reward (+1 correct, 0 abstained, -1 wrong) and its metrics.
+//! - [`shaping`]: format reward and overlong penalty on top of any reward.
+//! - [`check`]: the `rlvr-verifier check` batch (JSONL in, JSONL out, in order, all cores).
+//! - [`service`]: the verifier loop between a rollout source and a scored-rollout sink.
+
+pub mod budget;
+pub mod check;
+pub mod math;
+pub mod service;
+pub mod shaping;
+pub mod truth;
+pub mod verdict;
+
+pub use verdict::{ErrorKind, Outcome, Verdict, VerifierError};

@@ -1,0 +1,224 @@
+//! `rlvr-verifier check`: JSONL requests on a reader, one JSONL verdict per line on a writer, in input
+//! order, scored in parallel on all cores. A malformed line gets an `error` verdict, never an abort;
+//! only I/O failures are errors.
+//!
+//! Request: `{"kind": "math"|"truth", "response": "…", "ground_truth": "…" | ["…", …],
+//! "settings": {…}, "shaping": {…}, "response_tokens": n, "id": …}`; `settings` are the
+//! [`MathConfig`] or [`TruthConfig`] fields, `shaping` the [`ShapingConfig`] fields.
+
+use std::io::{BufRead, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::math::{self, MathConfig};
+use crate::shaping::{self, ShapingConfig};
+use crate::truth::{self, TruthConfig};
+use crate::verdict::{ErrorKind, Verdict, VerifierError};
+
+/// Longest request line accepted (bytes); longer lines get a `too_large` error verdict.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// Lines scored per parallel batch (bounds memory on endless input).
+const BATCH: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Math,
+    Truth,
+}
+
+/// Ground truth: one answer, or a list of accepted answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GroundTruth {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl GroundTruth {
+    pub fn answers(&self) -> Vec<String> {
+        match self {
+            GroundTruth::One(s) => vec![s.clone()],
+            GroundTruth::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// One scoring request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    pub kind: TaskKind,
+    pub response: String,
+    pub ground_truth: GroundTruth,
+    #[serde(default)]
+    pub settings: Option<serde_json::Value>,
+    #[serde(default)]
+    pub shaping: Option<ShapingConfig>,
+    #[serde(default)]
+    pub response_tokens: Option<usize>,
+    /// The question, for the truthfulness judge.
+    #[serde(default)]
+    pub question: Option<String>,
+}
+
+fn settings<T: for<'de> Deserialize<'de> + Default>(v: &Option<serde_json::Value>) -> Result<T, String> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(T::default()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| format!("bad settings: {e}")),
+    }
+}
+
+/// Score one request. Never panics outward: a panic inside becomes an error verdict.
+pub fn score(req: &CheckRequest) -> Verdict {
+    let run = || -> Verdict {
+        let verdict = match req.kind {
+            TaskKind::Math => {
+                let cfg: MathConfig = match settings(&req.settings) {
+                    Ok(c) => c,
+                    Err(e) => return Verdict::error(ErrorKind::BadRequest, e),
+                };
+                // Any accepted answer counts.
+                let mut best: Option<Verdict> = None;
+                for gt in req.ground_truth.answers() {
+                    let v = math::verify(&req.response, &gt, &cfg);
+                    if v.is_correct() {
+                        best = Some(v);
+                        break;
+                    }
+                    if best.is_none() {
+                        best = Some(v);
+                    }
+                }
+                best.unwrap_or_else(|| Verdict::error(ErrorKind::BadGroundTruth, "empty ground truth"))
+            }
+            TaskKind::Truth => {
+                let cfg: TruthConfig = match settings(&req.settings) {
+                    Ok(c) => c,
+                    Err(e) => return Verdict::error(ErrorKind::BadRequest, e),
+                };
+                truth::verify_with_judge(&req.response, &req.ground_truth.answers(), &cfg, None, req.question.as_deref())
+            }
+        };
+        match &req.shaping {
+            Some(s) => shaping::shape(verdict, &req.response, req.response_tokens, s),
+            None => verdict,
+        }
+    };
+    catch_unwind(AssertUnwindSafe(run))
+        .unwrap_or_else(|_| Verdict::error(ErrorKind::BadRequest, "internal error while scoring (a bug; please report)"))
+}
+
+/// Score one input line, adding `"elapsed_us"` (for benchmarks).
+pub fn check_line_timed(line: &str) -> serde_json::Value {
+    let t = std::time::Instant::now();
+    let mut v = check_line(line);
+    let us = t.elapsed().as_micros() as u64;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("elapsed_us".into(), serde_json::json!(us));
+    }
+    v
+}
+
+/// Score one input line (JSON) into one output object.
+pub fn check_line(line: &str) -> serde_json::Value {
+    if line.len() > MAX_LINE_BYTES {
+        return Verdict::error(ErrorKind::TooLarge, format!("line longer than {MAX_LINE_BYTES} bytes")).to_json();
+    }
+    let value: serde_json::Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return Verdict::error(ErrorKind::BadRequest, format!("invalid JSON: {e}")).to_json(),
+    };
+    let id = value.get("id").cloned();
+    let mut out = match serde_json::from_value::<CheckRequest>(value) {
+        Ok(req) => score(&req).to_json(),
+        Err(e) => Verdict::error(ErrorKind::BadRequest, format!("invalid request: {e}")).to_json(),
+    };
+    if let (Some(id), Some(obj)) = (id, out.as_object_mut()) {
+        obj.insert("id".into(), id);
+    }
+    out
+}
+
+/// Counts of a batch run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckStats {
+    pub lines: usize,
+    pub errors: usize,
+}
+
+/// Read JSONL from `input`, write one verdict per line to `output`, in order.
+pub fn run_check(input: impl BufRead, output: impl Write) -> Result<CheckStats, VerifierError> {
+    run_check_with(input, output, false)
+}
+
+/// As [`run_check`]; with `timings`, each output line also carries `elapsed_us`.
+pub fn run_check_with(input: impl BufRead, mut output: impl Write, timings: bool) -> Result<CheckStats, VerifierError> {
+    let mut stats = CheckStats::default();
+    let mut lines = input.lines();
+    loop {
+        let mut batch = Vec::with_capacity(BATCH);
+        for line in lines.by_ref().take(BATCH) {
+            batch.push(line.map_err(VerifierError::Input)?);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let results: Vec<serde_json::Value> = batch
+            .par_iter()
+            .map(|l| {
+                if l.trim().is_empty() {
+                    None
+                } else if timings {
+                    Some(check_line_timed(l))
+                } else {
+                    Some(check_line(l))
+                }
+            })
+            .flatten()
+            .collect();
+        for r in &results {
+            stats.lines += 1;
+            if r["outcome"] == "error" {
+                stats.errors += 1;
+            }
+            serde_json::to_writer(&mut output, r).map_err(|e| VerifierError::Output(e.into()))?;
+            output.write_all(b"\n").map_err(VerifierError::Output)?;
+        }
+        output.flush().map_err(VerifierError::Output)?;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_in_order_with_errors_inline() {
+        let input = concat!(
+            r#"{"kind":"math","response":"\\boxed{4}","ground_truth":"4","id":1}"#,
+            "\n",
+            "this is not json\n",
+            r#"{"kind":"truth","response":"I don't know","ground_truth":["Paris"]}"#,
+            "\n",
+            r#"{"kind":"math","response":"5"}"#,
+            "\n",
+            r#"{"kind":"math","response":"x","ground_truth":"4","settings":{"precision":"six"}}"#,
+            "\n",
+        );
+        let mut out = Vec::new();
+        let stats = run_check(input.as_bytes(), &mut out).unwrap();
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(stats, CheckStats { lines: 5, errors: 3 });
+        assert_eq!(lines[0]["outcome"], "correct");
+        assert_eq!(lines[0]["id"], 1);
+        assert_eq!(lines[1]["outcome"], "error");
+        assert_eq!(lines[2]["outcome"], "abstained");
+        assert_eq!(lines[2]["reward"], 0.0);
+        assert_eq!(lines[3]["outcome"], "error");
+        assert_eq!(lines[4]["outcome"], "error");
+    }
+}
