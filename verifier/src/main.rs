@@ -1,5 +1,6 @@
 //! `rlvr-verifier`: score responses. `check` reads JSONL requests on stdin and writes one verdict per
-//! line on stdout, in order, using all cores.
+//! line on stdout, in order, using all cores. Code requests run in the wasmtime sandbox (its runtime
+//! comes from `scripts/setup-sandbox.sh`).
 
 use std::io::{BufReader, BufWriter};
 
@@ -7,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "rlvr-verifier", version, about = "Score model responses: math, truthfulness")]
+#[command(name = "rlvr-verifier", version, about = "Score model responses: math, truthfulness, code")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,13 +24,46 @@ enum Command {
         /// Add `elapsed_us` (scoring time of the line) to every verdict.
         #[arg(long, env = "RLVR_VERIFIER_TIMINGS")]
         timings: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
+}
+
+/// The code sandbox (used only by `kind: "code"` requests).
+#[derive(clap::Args, Debug)]
+struct SandboxArgs {
+    /// CPython-for-WASI runtime (default: data/runtime/python-3.12.0.wasm).
+    #[arg(long, env = "RLVR_SANDBOX_RUNTIME")]
+    sandbox_runtime: Option<std::path::PathBuf>,
+    /// Sandboxed programs running at once (default: all cores).
+    #[arg(long, env = "RLVR_SANDBOX_CONCURRENCY")]
+    sandbox_concurrency: Option<usize>,
+    /// Memory cap of one sandboxed program, MiB.
+    #[arg(long, env = "RLVR_SANDBOX_MEMORY_MB", default_value_t = 512)]
+    sandbox_memory_mb: usize,
+    /// Meter fuel, so that `settings.fuel` can bound a program's CPU work deterministically.
+    #[arg(long, env = "RLVR_SANDBOX_FUEL")]
+    sandbox_fuel: bool,
+}
+
+impl SandboxArgs {
+    fn config(&self) -> rlvr_verifier::code::SandboxConfig {
+        let runtime = self.sandbox_runtime.clone().unwrap_or_else(rlvr_verifier::code::default_runtime_path);
+        let mut config = rlvr_verifier::code::SandboxConfig::python312(runtime);
+        if let Some(n) = self.sandbox_concurrency {
+            config.max_concurrency = n.max(1);
+        }
+        config.memory_bytes = self.sandbox_memory_mb.max(16) << 20;
+        config.fuel = self.sandbox_fuel;
+        config
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { threads, timings } => {
+        Command::Check { threads, timings, sandbox } => {
+            rlvr_verifier::code::configure_shared(sandbox.config());
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n.max(1))

@@ -14,6 +14,8 @@ pub enum ErrorKind {
     BadGroundTruth,
     /// The optional judge endpoint failed.
     Judge,
+    /// The code sandbox could not run (runtime missing, host failure).
+    Sandbox,
 }
 
 /// The outcome of one check.
@@ -28,6 +30,10 @@ pub enum Outcome {
     NoAnswer,
     /// The check ran out of its time or work budget.
     Timeout,
+    /// The program hit the sandbox's memory cap.
+    OutOfMemory,
+    /// The program crashed, exited early or never let the harness confirm its tests.
+    RuntimeError,
     Error(ErrorKind),
 }
 
@@ -40,6 +46,8 @@ impl Outcome {
             Outcome::Abstained => "abstained",
             Outcome::NoAnswer => "no_answer",
             Outcome::Timeout => "timeout",
+            Outcome::OutOfMemory => "out_of_memory",
+            Outcome::RuntimeError => "runtime_error",
             Outcome::Error(_) => "error",
         }
     }

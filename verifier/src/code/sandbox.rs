@@ -1,0 +1,446 @@
+//! The wasmtime host: runs a WASI (preview 1) command module, here CPython, with no ambient authority.
+//!
+//! One [`Sandbox`] holds the `Engine`, the `Linker` and the `InstancePre` and is shared by all worker
+//! threads; every run gets a fresh `Store` with its own limits:
+//! - memory: a [`StoreLimits`] cap, and growth past it traps (recorded as [`RunStatus::OutOfMemory`]);
+//! - wall clock: epoch interruption, the epoch advanced by a clock thread every [`TICK`]; blocking host
+//!   calls (`poll_oneoff`, i.e. `time.sleep`) are bounded by the same deadline (see [`super::poll`]);
+//! - CPU work, optionally: a fuel budget, deterministic across machines;
+//! - I/O: stdin from memory, stdout/stderr into memory with byte caps (writing past a cap fails);
+//!   no environment variables, no preopened directories, no sockets, no inherited anything.
+//!
+//! The runtime is compiled once and the compiled code cached on disk, keyed by the wasmtime version,
+//! the runtime's SHA-256 and the engine settings that change code generation.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+    ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::{Deterministic, I32Exit};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+
+use super::poll::RunClock;
+
+/// How often the clock thread advances the engine's epoch (the resolution of wall-clock deadlines).
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// The CPython runtime fetched by `scripts/setup-sandbox.sh`.
+pub const PYTHON_312_FILE: &str = "python-3.12.0.wasm";
+pub const PYTHON_312_SHA256: &str = "e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763";
+
+/// Engine-wide settings: fixed for the life of a [`Sandbox`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// The WASI command module (a CPython build).
+    pub runtime: PathBuf,
+    /// Expected SHA-256 of `runtime` (lower-case hex); `None` skips the check.
+    pub runtime_sha256: Option<String>,
+    /// Where compiled code is cached; `None`: `<runtime dir>/compiled`.
+    pub cache_dir: Option<PathBuf>,
+    /// Runs at once (the pool is sized for this); further runs wait.
+    pub max_concurrency: usize,
+    /// Largest linear memory a run may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Meter fuel (needed for [`RunLimits::fuel`]; costs some speed).
+    pub fuel: bool,
+    /// Bytes of each pooled memory kept resident and zeroed in place between runs, rather than
+    /// returned to the kernel (avoids a page-fault storm at every start).
+    pub keep_resident_bytes: usize,
+    /// Give every run the same random bytes (`random_get`: hash seed, `random`'s default seed), so a
+    /// program behaves the same in every run; otherwise the host's secure generator.
+    pub deterministic_random: bool,
+}
+
+impl SandboxConfig {
+    /// Defaults for the CPython 3.12 runtime at `runtime`.
+    pub fn python312(runtime: impl Into<PathBuf>) -> Self {
+        SandboxConfig {
+            runtime: runtime.into(),
+            runtime_sha256: Some(PYTHON_312_SHA256.into()),
+            cache_dir: None,
+            max_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            memory_bytes: 512 << 20,
+            fuel: false,
+            keep_resident_bytes: 32 << 20,
+            deterministic_random: true,
+        }
+    }
+}
+
+/// Limits of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    pub wall_time: Duration,
+    /// Fuel budget (roughly one unit per wasm instruction); needs [`SandboxConfig::fuel`].
+    pub fuel: Option<u64>,
+    pub stdout_bytes: usize,
+    pub stderr_bytes: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        RunLimits { wall_time: Duration::from_secs(10), fuel: None, stdout_bytes: 8 << 20, stderr_bytes: 64 << 10 }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    /// The program exited (returned from `_start` counts as 0).
+    Exited(i32),
+    /// Past the wall-clock deadline.
+    Timeout,
+    /// Out of fuel.
+    OutOfFuel,
+    /// Tried to grow memory past the cap.
+    OutOfMemory,
+    /// Filled the stdout or stderr cap.
+    OutputLimit,
+    /// Any other trap (stack overflow, unreachable, …), with its message.
+    Trap(String),
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub status: RunStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+/// The sandbox could not run anything (not a property of the program).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the sandbox runtime {path} is missing or unreadable ({source}); run scripts/setup-sandbox.sh")]
+    Missing { path: PathBuf, source: std::io::Error },
+    #[error("the sandbox runtime {path} has SHA-256 {got}, expected {want}; re-run scripts/setup-sandbox.sh")]
+    Checksum { path: PathBuf, got: String, want: String },
+    #[error("while setting up the sandbox: {0}")]
+    Setup(String),
+    #[error("while running in the sandbox: {0}")]
+    Run(String),
+}
+
+fn setup_err(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Setup(format!("{e:#}"))
+}
+
+/// Per-run state, owned by the run's `Store`.
+pub(crate) struct RunState {
+    pub(crate) wasi: WasiP1Ctx,
+    limits: CapLimiter,
+    /// The run's wall-clock deadline, for blocking host calls.
+    pub(crate) deadline: Instant,
+    /// Set when a blocking host call gave up at the deadline.
+    pub(crate) timed_out: bool,
+    /// The guest's monotonic clock.
+    pub(crate) clock: RunClock,
+}
+
+/// [`StoreLimits`] that remembers whether it refused a memory growth.
+struct CapLimiter {
+    inner: StoreLimits,
+    refused: bool,
+}
+
+impl ResourceLimiter for CapLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum).unwrap_or(false);
+        if !allowed {
+            self.refused = true;
+            wasmtime::bail!("memory cap: refused to grow linear memory to {desired} bytes");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// A counting semaphore for blocking worker threads.
+struct Permits {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// A compiled runtime, ready to run programs; cheap to share (`Arc`).
+pub struct Sandbox {
+    engine: Engine,
+    /// SHA-256 of the runtime (lower-case hex).
+    sha256: String,
+    pre: InstancePre<RunState>,
+    config: SandboxConfig,
+    permits: Permits,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Load (compiling or taking from the cache) the runtime and start the epoch clock.
+    pub fn new(config: SandboxConfig) -> Result<Arc<Sandbox>, SandboxError> {
+        let bytes =
+            std::fs::read(&config.runtime).map_err(|source| SandboxError::Missing { path: config.runtime.clone(), source })?;
+        let sha = hex(&Sha256::digest(&bytes));
+        if let Some(want) = &config.runtime_sha256
+            && !want.eq_ignore_ascii_case(&sha)
+        {
+            return Err(SandboxError::Checksum { path: config.runtime.clone(), got: sha, want: want.clone() });
+        }
+        let max_concurrency = config.max_concurrency.max(1);
+
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true).consume_fuel(config.fuel).parallel_compilation(true);
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = u32::try_from(max_concurrency).unwrap_or(u32::MAX);
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
+            .max_memory_size(config.memory_bytes)
+            .linear_memory_keep_resident(config.keep_resident_bytes.min(config.memory_bytes))
+            .table_keep_resident(1 << 20)
+            .table_elements(1 << 16)
+            .max_core_instance_size(4 << 20);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(setup_err)?;
+
+        let module = load_module(&engine, &config, &bytes, &sha)?;
+        drop(bytes);
+
+        let mut linker: Linker<RunState> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut RunState| &mut s.wasi).map_err(setup_err)?;
+        // wasmtime-wasi's synchronous poll_oneoff blocks the thread for the whole sleep, deaf to the
+        // epoch; ours sleeps at most until the run's deadline.
+        linker.allow_shadowing(true);
+        super::poll::add_to_linker(&mut linker).map_err(setup_err)?;
+        let pre = linker.instantiate_pre(&module).map_err(setup_err)?;
+
+        spawn_clock(&engine);
+        let permits = Permits { free: Mutex::new(max_concurrency), freed: Condvar::new() };
+        Ok(Arc::new(Sandbox { engine, sha256: sha, pre, config, permits }))
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// SHA-256 of the runtime (lower-case hex): identifies what the compiled code and anything
+    /// derived from the interpreter (such as marshalled bytecode) belong to.
+    pub fn runtime_sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Run the module's `_start` with `args` (`args[0]` is the program name) and `stdin`. `Err` only
+    /// for host failures; everything the program does ends in a [`RunStatus`].
+    pub fn run(&self, args: &[&str], stdin: Vec<u8>, limits: &RunLimits) -> Result<RunOutput, SandboxError> {
+        let _permit = self.permits.acquire();
+        let start = Instant::now();
+        let clock = RunClock { origin: start };
+        let stdout = MemoryOutputPipe::new(limits.stdout_bytes);
+        let stderr = MemoryOutputPipe::new(limits.stderr_bytes);
+        let mut wasi = wasmtime_wasi::WasiCtx::builder();
+        if self.config.deterministic_random {
+            wasi.secure_random(Deterministic::new(fixed_random_bytes().to_vec()))
+                .insecure_random(Deterministic::new(fixed_random_bytes().to_vec()))
+                .insecure_random_seed(0);
+        }
+        let wasi = wasi
+            .args(args)
+            .stdin(MemoryInputPipe::new(stdin))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .monotonic_clock(clock)
+            .build_p1();
+        let limiter = StoreLimitsBuilder::new()
+            .memory_size(self.config.memory_bytes)
+            .instances(1)
+            .memories(1)
+            .tables(4)
+            .table_elements(1 << 16)
+            .build();
+        let state = RunState {
+            wasi,
+            limits: CapLimiter { inner: limiter, refused: false },
+            deadline: start + limits.wall_time,
+            timed_out: false,
+            clock,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = limits.wall_time.as_nanos().div_ceil(TICK.as_nanos()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        if self.config.fuel {
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| SandboxError::Run(format!("{e:#}")))?;
+        }
+
+        let result = self.pre.instantiate(&mut store).and_then(|instance| {
+            let start_fn = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start_fn.call(&mut store, ())
+        });
+        let mut status = match result {
+            Ok(()) => RunStatus::Exited(0),
+            Err(e) => classify(&e, store.data()),
+        };
+        drop(store);
+        let (stdout, stderr) = (stdout.contents().to_vec(), stderr.contents().to_vec());
+        // A write past a cap fails with EIO after the stream has been filled to the brim; whatever the
+        // program did next, the output limit is why it ended.
+        if matches!(status, RunStatus::Exited(_) | RunStatus::Trap(_))
+            && (stdout.len() >= limits.stdout_bytes || stderr.len() >= limits.stderr_bytes)
+        {
+            status = RunStatus::OutputLimit;
+        }
+        Ok(RunOutput { status, stdout, stderr, elapsed: start.elapsed() })
+    }
+}
+
+fn classify(e: &wasmtime::Error, state: &RunState) -> RunStatus {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return RunStatus::Exited(exit.0);
+    }
+    if state.limits.refused {
+        return RunStatus::OutOfMemory;
+    }
+    if state.timed_out {
+        return RunStatus::Timeout;
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return RunStatus::Timeout,
+        Some(Trap::OutOfFuel) => return RunStatus::OutOfFuel,
+        _ => {}
+    }
+    let message = format!("{e:#}");
+    if message.contains("write beyond capacity") {
+        return RunStatus::OutputLimit;
+    }
+    if Instant::now() >= state.deadline {
+        return RunStatus::Timeout;
+    }
+    RunStatus::Trap(message.chars().take(2000).collect())
+}
+
+/// 64 KiB of fixed pseudo-random bytes (SHA-256 in counter mode), cycled by [`Deterministic`]: more than
+/// CPython draws at start-up (hash seed, Mersenne Twister state).
+fn fixed_random_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        (0u64..2048).flat_map(|i| Sha256::digest([b"rlvr-sandbox".as_slice(), &i.to_le_bytes()].concat())).collect()
+    })
+}
+
+/// Advance the engine's epoch every [`TICK`] until the engine is dropped.
+fn spawn_clock(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("sandbox-clock".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("spawning the sandbox clock thread");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The compiled module: from the disk cache when it holds an entry for this wasmtime version, runtime
+/// checksum and engine settings; otherwise compiled and stored (atomically) for next time.
+fn load_module(engine: &Engine, config: &SandboxConfig, bytes: &[u8], sha: &str) -> Result<Module, SandboxError> {
+    let dir = match &config.cache_dir {
+        Some(d) => d.clone(),
+        None => config.runtime.parent().unwrap_or(Path::new(".")).join("compiled"),
+    };
+    let fuel = if config.fuel { "-fuel" } else { "" };
+    let path = dir.join(format!("{}-wasmtime{}{fuel}.cwasm", &sha[..16], wasmtime_version()));
+    if path.exists() {
+        match deserialize(engine, &path) {
+            Ok(m) => return Ok(m),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-module cache entry"),
+        }
+    }
+    let module = Module::new(engine, bytes).map_err(setup_err)?;
+    let stored = module.serialize().map_err(setup_err).and_then(|blob| {
+        std::fs::create_dir_all(&dir).map_err(setup_err)?;
+        let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), unique()));
+        std::fs::write(&tmp, &blob).map_err(setup_err)?;
+        std::fs::rename(&tmp, &path).map_err(setup_err)
+    });
+    if let Err(e) = stored {
+        tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled module");
+    }
+    // Prefer the cached file: it is memory-mapped, so the code and initial memory image are shared.
+    match deserialize(engine, &path) {
+        Ok(m) => Ok(m),
+        Err(_) => Ok(module),
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The version of the wasmtime crate we link (compiled code is only valid for it).
+fn wasmtime_version() -> &'static str {
+    "48.0.8"
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Module> {
+    // SAFETY: `Module::deserialize_file` trusts the file to be wasmtime-compiled code. The file is one we
+    // wrote ourselves with `Module::serialize` into the cache directory, named by the runtime's SHA-256,
+    // the wasmtime version and the engine settings, and renamed into place only when complete; wasmtime
+    // additionally checks its header against this engine's version and configuration.
+    unsafe { Module::deserialize_file(engine, path) }
+}

@@ -1,0 +1,418 @@
+//! The code sandbox end to end: ordinary programs, the security suite of hostile programs (each with
+//! the verdict it must get), host memory under many hostile runs, and HumanEval's canonical solutions.
+//! Needs `scripts/setup-sandbox.sh` to have put the CPython runtime under `data/runtime/`; without it
+//! the tests print a notice and pass without checking, except under CI, where that is a failure.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rlvr_verifier::code::{self, CodeConfig, CodeTests, Sandbox, SandboxConfig};
+use rlvr_verifier::verdict::{Outcome, Verdict};
+
+fn data(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("data").join(rel)
+}
+
+fn missing(path: &std::path::Path) -> bool {
+    if path.exists() {
+        return false;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing; run scripts/setup-sandbox.sh", path.display());
+    }
+    println!("NOTICE: {} is missing; run scripts/setup-sandbox.sh to enable this test", path.display());
+    true
+}
+
+/// The shared test sandbox, or `None` (with a notice) when the runtime is not installed.
+fn sandbox() -> Option<Arc<Sandbox>> {
+    static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    let path = data("runtime/python-3.12.0.wasm");
+    if missing(&path) {
+        return None;
+    }
+    Some(
+        SANDBOX
+            .get_or_init(|| {
+                let mut config = SandboxConfig::python312(path);
+                config.memory_bytes = 256 << 20;
+                Sandbox::new(config).expect("sandbox starts")
+            })
+            .clone(),
+    )
+}
+
+fn quick() -> CodeConfig {
+    CodeConfig { timeout_ms_per_test: 1_500, max_run_ms: 5_000, ..CodeConfig::default() }
+}
+
+fn stdio_add() -> CodeTests {
+    CodeTests::Stdio { inputs: vec!["1 2\n".into(), "10 -4\n".into()], outputs: vec!["3\n".into(), "6\n".into()] }
+}
+
+fn humaneval_add() -> CodeTests {
+    CodeTests::Check {
+        test: "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-5, 5) == 0\n".into(),
+        entry_point: "add".into(),
+        prompt: None,
+    }
+}
+
+fn run(sb: &Sandbox, code: &str, tests: &CodeTests, config: &CodeConfig) -> Verdict {
+    code::run_tests(sb, code, tests, config)
+}
+
+#[test]
+fn ordinary_programs() {
+    let Some(sb) = sandbox() else { return };
+    let add = "a, b = map(int, input().split())\nprint(a + b)\n";
+    for batch in [true, false] {
+        let cfg = CodeConfig { batch, ..quick() };
+        let v = run(&sb, add, &stdio_add(), &cfg);
+        assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
+        assert_eq!(v.reward, 1.0);
+        // Common fast-I/O idioms read the test's input too.
+        let v = run(&sb, "import sys\na, b = map(int, sys.stdin.buffer.read().split())\nsys.stdout.write(f'{a+b}\\n')\n", &stdio_add(), &cfg);
+        assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
+        let v = run(&sb, "a, b = map(int, open(0).read().split())\nprint(a + b)\nexit()\n", &stdio_add(), &cfg);
+        assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
+    }
+    // Wrong on one of two tests: pass fraction and a diff of the first failure.
+    let v = run(&sb, "a, b = map(int, input().split())\nprint(3)\n", &stdio_add(), &quick());
+    assert_eq!(v.outcome, Outcome::Incorrect);
+    assert_eq!(v.details["passed"], 1);
+    assert_eq!(v.details["first_failure"]["test"], 1);
+    assert_eq!(v.details["first_failure"]["detail"]["expected"], "6");
+    assert_eq!(v.details["first_failure"]["detail"]["got"], "3");
+    let frac = CodeConfig { reward: code::CodeReward::PassFraction, ..quick() };
+    assert_eq!(run(&sb, "a, b = map(int, input().split())\nprint(3)\n", &stdio_add(), &frac).reward, 0.5);
+    // Fewer lines than expected fails.
+    let two = CodeTests::Stdio { inputs: vec![String::new()], outputs: vec!["1\n2\n".into()] };
+    assert_eq!(run(&sb, "print(1)\n", &two, &quick()).outcome, Outcome::Incorrect);
+    // Stop at the first failure: the rest are skipped, not run.
+    let stop = CodeConfig { stop_on_failure: true, ..quick() };
+    let v = run(&sb, "print(0)\n", &stdio_add(), &stop);
+    assert_eq!(v.details["tests"], serde_json::json!(["wrong_answer", "skipped"]), "{}", v.details);
+
+    // In a batched run, a test that passed before another hung keeps its pass.
+    let v = run(&sb, "a, b = map(int, input().split())\nwhile a == 10:\n    pass\nprint(a + b)\n", &stdio_add(), &quick());
+    assert_eq!(v.details["tests"], serde_json::json!(["pass", "timeout"]), "{}", v.details);
+    assert_eq!(v.outcome, Outcome::Timeout);
+
+    // Deterministic: the same program prints the same "random" numbers and hashes in every run.
+    let prog = "import random\nprint(random.getrandbits(64), hash('x'))\n";
+    let once = |_| {
+        let out = sb.run(&["python", "-S", "-c", prog], Vec::new(), &code::RunLimits::default()).expect("runs");
+        assert_eq!(out.status, code::RunStatus::Exited(0), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    assert_eq!(once(0), once(1));
+
+    // Assert-based and call-based.
+    let v = run(&sb, "def add(a, b):\n    return a + b\n", &humaneval_add(), &quick());
+    assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
+    let v = run(&sb, "def add(a, b):\n    return a - b\n", &humaneval_add(), &quick());
+    assert_ne!(v.outcome, Outcome::Correct);
+    let mbpp = CodeTests::Asserts { asserts: vec!["assert add(1, 2) == 3".into(), "assert add(2, 2) == 5".into()], setup: None };
+    let v = run(&sb, "def add(a, b):\n    return a + b\n", &mbpp, &quick());
+    assert_eq!(v.details["tests"], serde_json::json!(["pass", "runtime_error"]), "{}", v.details);
+    let call = CodeTests::Call {
+        fn_name: "twice".into(),
+        args: vec![serde_json::json!([[1, 2]]), serde_json::json!([[]])],
+        expected: vec![serde_json::json!([[1, 2, 1, 2]]), serde_json::json!([])],
+    };
+    let v = run(&sb, "class Solution:\n    def twice(self, xs):\n        return xs * 2\n", &call, &quick());
+    assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
+}
+
+/// A hostile program, the tests it runs against and the verdict it must get.
+struct Case {
+    name: &'static str,
+    code: &'static str,
+    humaneval: bool,
+    want: Outcome,
+}
+
+const fn case(name: &'static str, code: &'static str, humaneval: bool, want: Outcome) -> Case {
+    Case { name, code, humaneval, want }
+}
+
+/// Each attack, if it worked, would print the right answer (3 for "1 2", 6 for "10 -4") or return it.
+const SUITE: &[Case] = &[
+    case("infinite loop", "while True:\n    pass\n", false, Outcome::Timeout),
+    case("time.sleep(60)", "import time\ntime.sleep(60)\nprint(3)\n", false, Outcome::Timeout),
+    case("memory bomb", "a = []\nwhile True:\n    a.append(bytearray(1 << 20))\n", false, Outcome::OutOfMemory),
+    case("one huge allocation", "x = bytearray(3 << 30)\nprint(3)\n", false, Outcome::RuntimeError),
+    case(
+        "deep recursion, raised limit",
+        "import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1) + 1\nprint(f(0))\n",
+        false,
+        // Python frames live on the heap: the recursion ends at the memory cap.
+        Outcome::OutOfMemory,
+    ),
+    case(
+        "deep C recursion",
+        "import sys\nsys.setrecursionlimit(10**8)\nx = []\nfor _ in range(10**6):\n    x = [x]\nprint(repr(x)[:1])\n",
+        false,
+        Outcome::RuntimeError,
+    ),
+    case("os.fork", "import os\nos.fork()\nprint(3)\n", false, Outcome::RuntimeError),
+    case("os.system", "import os\nos.system('echo 3')\n", false, Outcome::RuntimeError),
+    case(
+        "subprocess",
+        "import subprocess\nprint(subprocess.check_output(['python3', '-c', 'print(3)']).decode())\n",
+        false,
+        Outcome::RuntimeError,
+    ),
+    case(
+        "socket connect",
+        "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 80))\nprint(3)\n",
+        false,
+        Outcome::RuntimeError,
+    ),
+    case("DNS lookup", "import socket\nsocket.gethostbyname('example.com')\nprint(3)\n", false, Outcome::RuntimeError),
+    case("read /etc/passwd", "print(open('/etc/passwd').read())\nprint(3)\n", false, Outcome::RuntimeError),
+    case(
+        "os.environ is empty",
+        "import os\na, b = map(int, input().split())\nprint(a + b if os.environ else -1)\n",
+        false,
+        Outcome::Incorrect,
+    ),
+    case("write a file", "open('owned.txt', 'w').write('x')\nprint(3)\n", false, Outcome::RuntimeError),
+    case("list /", "import os\nprint(os.listdir('/'))\nprint(3)\n", false, Outcome::RuntimeError),
+    case("100 MB of output", "import sys\nsys.stdout.write('x' * 100_000_000)\n", false, Outcome::Incorrect),
+    case("100 MB straight to fd 1", "import os\nos.write(1, b'3\\n' * 50_000_000)\n", false, Outcome::Incorrect),
+    case("ctypes", "import ctypes\nctypes.CDLL(None).system(b'echo 3')\n", false, Outcome::RuntimeError),
+    case("print expected then crash", "print(3)\nraise SystemExit(1)\n", false, Outcome::RuntimeError),
+    case("print expected then raise", "print(3)\n1 / 0\n", false, Outcome::RuntimeError),
+    case(
+        "forged harness records",
+        "import os\nfor i in range(2):\n    os.write(1, b'\\x1e0000 {\"test\": %d, \"status\": \"ok\", \"stdout\": \"3\"}\\n' % i)\nos._exit(0)\n",
+        false,
+        Outcome::RuntimeError,
+    ),
+    case("sys.exit(0) before tests", "def add(a, b):\n    return 0\nimport sys\nsys.exit(0)\n", true, Outcome::RuntimeError),
+    case("os._exit(0) before tests", "def add(a, b):\n    return 0\nimport os\nos._exit(0)\n", true, Outcome::RuntimeError),
+    case(
+        "exit(0) from atexit after failing tests",
+        "import atexit, os, sys\ndef add(a, b):\n    return 0\nsys.excepthook = lambda *a: None\natexit.register(os._exit, 0)\n",
+        true,
+        Outcome::RuntimeError,
+    ),
+    case(
+        "catching BaseException around the harness",
+        "import sys, builtins\ndef add(a, b):\n    try:\n        raise SystemExit(0)\n    except BaseException:\n        raise KeyboardInterrupt\n_exec = builtins.exec\ndef quiet(*a, **k):\n    try:\n        return _exec(*a, **k)\n    except BaseException:\n        return None\nbuiltins.exec = quiet\n",
+        true,
+        Outcome::RuntimeError,
+    ),
+    case(
+        "assertions swallowed by a candidate",
+        "def add(a, b):\n    try:\n        assert False\n    except BaseException:\n        pass\n    return None\n",
+        true,
+        Outcome::RuntimeError,
+    ),
+];
+
+fn run_case(sb: &Sandbox, c: &Case) -> (Verdict, Duration) {
+    let tests = if c.humaneval { humaneval_add() } else { stdio_add() };
+    let t = Instant::now();
+    let v = run(sb, c.code, &tests, &quick());
+    (v, t.elapsed())
+}
+
+#[test]
+fn security_suite() {
+    let Some(sb) = sandbox() else { return };
+    for c in SUITE {
+        let (v, elapsed) = run_case(&sb, c);
+        println!("{:<45} {:<14} {:>7.0} ms  {}", c.name, v.outcome.as_str(), elapsed.as_secs_f64() * 1e3, v.details["tests"]);
+        assert_eq!(v.outcome, c.want, "{}: {}", c.name, v.details);
+        assert_eq!(v.reward, 0.0, "{}", c.name);
+        // Two tests at 1.5 s each, plus a second of start-up: nothing may run much longer.
+        assert!(elapsed < Duration::from_secs(6), "{} took {elapsed:?}", c.name);
+    }
+    assert!(!PathBuf::from("owned.txt").exists(), "the sandbox wrote to the host's working directory");
+    // The host is unaffected: an ordinary program still passes.
+    let v = run(&sb, "a, b = map(int, input().split())\nprint(a + b)\n", &stdio_add(), &quick());
+    assert_eq!(v.outcome, Outcome::Correct);
+}
+
+#[test]
+fn fuel_limits_cpu_deterministically() {
+    let path = data("runtime/python-3.12.0.wasm");
+    if missing(&path) {
+        return;
+    }
+    let mut config = SandboxConfig::python312(path);
+    config.fuel = true;
+    config.max_concurrency = 1;
+    let sb = Sandbox::new(config).expect("fuel sandbox starts");
+    let cfg = CodeConfig { fuel: Some(2_000_000_000), ..quick() };
+    let v = run(&sb, "a, b = map(int, input().split())\nprint(a + b)\n", &stdio_add(), &cfg);
+    assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
+    let v = run(&sb, "while True:\n    pass\n", &stdio_add(), &cfg);
+    assert_eq!(v.outcome, Outcome::Timeout, "{}", v.details);
+    assert_eq!(v.details["runs"][0]["status"], "out_of_fuel");
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `n` hostile runs in a row (the fast ones of the suite, timeouts shortened), on two threads;
+/// returns RSS after warm-up and at the end, in MiB.
+fn hostile_runs(sb: &Arc<Sandbox>, n: usize) -> (f64, f64) {
+    let cfg = CodeConfig { timeout_ms_per_test: 100, max_run_ms: 300, ..quick() };
+    let warm = n / 10;
+    let mut after_warmup = 0.0;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let (sb, cfg, done) = (sb.clone(), cfg.clone(), &done);
+                s.spawn(move || {
+                    let mut i = t;
+                    while done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                        let c = &SUITE[i % SUITE.len()];
+                        i += 1;
+                        let tests = if c.humaneval { humaneval_add() } else { stdio_add() };
+                        let v = code::run_tests(&sb, c.code, &tests, &cfg);
+                        assert_ne!(v.outcome, Outcome::Correct, "{}", c.name);
+                    }
+                })
+            })
+            .collect();
+        while done.load(std::sync::atomic::Ordering::Relaxed) < warm {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        after_warmup = rss_kib() as f64 / 1024.0;
+        for h in handles {
+            h.join().expect("worker");
+        }
+    });
+    (after_warmup, rss_kib() as f64 / 1024.0)
+}
+
+#[test]
+fn hostile_runs_keep_host_memory_bounded() {
+    let Some(sb) = sandbox() else { return };
+    let n = 300;
+    let (warm, end) = hostile_runs(&sb, n);
+    println!("{n} hostile runs: RSS {warm:.0} MiB after warm-up, {end:.0} MiB at the end");
+    assert!(end - warm < 256.0, "RSS grew from {warm:.0} to {end:.0} MiB over {n} runs");
+}
+
+/// The long version: `cargo test -p rlvr-verifier --test sandbox ten_thousand -- --ignored --nocapture`.
+#[test]
+#[ignore = "long: 10,000 hostile runs"]
+fn ten_thousand_hostile_runs() {
+    let Some(sb) = sandbox() else { return };
+    let n = 10_000;
+    let t = Instant::now();
+    let (warm, end) = hostile_runs(&sb, n);
+    println!("{n} hostile runs in {:.0} s: RSS {warm:.0} MiB after warm-up, {end:.0} MiB at the end", t.elapsed().as_secs_f64());
+    assert!(end - warm < 256.0, "RSS grew from {warm:.0} to {end:.0} MiB over {n} runs");
+}
+
+#[test]
+fn humaneval_canonical_solutions_pass() {
+    let Some(sb) = sandbox() else { return };
+    let path = data("humaneval/test.jsonl");
+    if missing(&path) {
+        return;
+    }
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&path).expect("read").lines().map(|l| serde_json::from_str(l).expect("row")).collect();
+    assert_eq!(rows.len(), 164);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(row) = rows.get(i) else { break };
+                    let tests = CodeTests::from_json(&row["ground_truth"]).expect("ground truth");
+                    let solution = format!("{}{}", row["prompt"].as_str().unwrap(), row["extra"]["canonical_solution"].as_str().unwrap());
+                    let v = code::run_tests(&sb, &solution, &tests, &CodeConfig::default());
+                    if v.outcome != Outcome::Correct {
+                        failures.lock().unwrap().push(format!("{}: {}", row["extra"]["task_id"], v.details));
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    println!("HumanEval canonical solutions: {}/164 pass", 164 - failures.len());
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    // A wrong solution fails, and the prompt is prepended to a bare body.
+    let row = &rows[0];
+    let mut gt = row["ground_truth"].clone();
+    gt["prompt"] = row["prompt"].clone();
+    let tests = CodeTests::from_json(&gt).unwrap();
+    let v = code::run_tests(&sb, "    return False\n", &tests, &CodeConfig::default());
+    assert_ne!(v.outcome, Outcome::Correct);
+    let body = row["extra"]["canonical_solution"].as_str().unwrap();
+    assert_eq!(code::run_tests(&sb, body, &tests, &CodeConfig::default()).outcome, Outcome::Correct);
+}
+
+#[test]
+fn check_cli_and_service_score_code() {
+    if missing(&data("runtime/python-3.12.0.wasm")) {
+        return;
+    }
+    use rlvr_verifier::check::{self, CheckRequest};
+    use rlvr_verifier::service::{self, ChannelSink, ChannelSource, Rollout, ServiceConfig};
+
+    // The batch CLI path: both ground-truth forms, a ground truth given as a JSON string, bad input.
+    let apps = serde_json::json!({"inputs": ["2 3\n"], "outputs": ["5\n"]});
+    let humaneval = serde_json::json!({"test": "def check(candidate):\n    assert candidate(2) == 4\n", "entry_point": "sq"});
+    let lines = [
+        serde_json::json!({"kind": "code", "id": 1, "ground_truth": apps,
+            "response": "Here:\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"}),
+        serde_json::json!({"kind": "code", "id": 2, "ground_truth": humaneval.to_string(),
+            "response": "```python\ndef sq(x):\n    return x * x\n```"}),
+        serde_json::json!({"kind": "code", "id": 3, "ground_truth": apps, "response": "no code here"}),
+        serde_json::json!({"kind": "code", "id": 4, "ground_truth": {"nothing": 1}, "response": "```\nprint(1)\n```"}),
+        serde_json::json!({"kind": "code", "id": 5, "ground_truth": apps, "settings": {"timeout_ms_per_test": 200},
+            "response": "```python\nwhile True: pass\n```"}),
+    ];
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let mut out = Vec::new();
+    check::run_check(input.as_bytes(), &mut out).expect("check runs");
+    let got: Vec<serde_json::Value> =
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let outcomes: Vec<&str> = got.iter().map(|v| v["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["correct", "correct", "no_answer", "error", "timeout"], "{got:#?}");
+    assert_eq!(got[1]["id"], 2);
+
+    // The service loop.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (rollouts_tx, rollouts_rx) = tokio::sync::mpsc::channel(8);
+        let (scored_tx, mut scored_rx) = tokio::sync::mpsc::channel(8);
+        let task = tokio::spawn(service::run(
+            ChannelSource { rollouts_rx },
+            ChannelSink { scored_tx },
+            ServiceConfig { batch_size: 4 },
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        for (i, line) in lines.iter().take(2).enumerate() {
+            let request: CheckRequest = serde_json::from_value(line.clone()).unwrap();
+            rollouts_tx.send(Rollout { id: format!("r{i}"), request }).await.unwrap();
+        }
+        drop(rollouts_tx);
+        assert_eq!(task.await.unwrap().unwrap().scored, 2);
+        for _ in 0..2 {
+            assert_eq!(scored_rx.recv().await.unwrap().verdict.outcome, Outcome::Correct);
+        }
+    });
+}
