@@ -1,20 +1,13 @@
-//! Batched generation with the KV cache: prefill a batch of prompts of different lengths, then decode
-//! them together, each row stopping at its own EOS or token limit.
+//! One-shot batched generation: a thin wrapper over the [`Engine`](crate::engine::Engine) for callers
+//! with a fixed list of prompts and one set of parameters (the `rlvr generate` command, tests).
 
 use burn::tensor::backend::Backend;
-use rand::SeedableRng;
-use rlvr_common::model::{CausalLm, ModelError};
+use rlvr_common::model::CausalLm;
 
-use crate::sampling::{SamplingParams, sample};
+pub use rlvr_common::rollout::FinishReason;
 
-/// Why a sequence stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// It produced a stop token (included in the output).
-    Stop,
-    /// It reached `max_new_tokens`.
-    Length,
-}
+use crate::engine::{Engine, EngineConfig, EngineError, Request, RequestParams};
+use crate::sampling::SamplingParams;
 
 /// One generated continuation.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,50 +27,34 @@ pub struct GenerateParams {
     pub seed: u64,
 }
 
-/// Generates a continuation of every prompt. Row `i` draws from its own RNG seeded with `seed + i`, so
-/// its tokens do not depend on the rest of the batch.
+/// Generates a continuation of every prompt, all in one batch. Prompt `i` samples with seed `seed + i`,
+/// so its tokens do not depend on the rest of the batch.
 pub fn generate<B: Backend>(
     model: &CausalLm<B>,
     prompts: &[&[u32]],
     params: &GenerateParams,
-) -> Result<Vec<Generation>, ModelError> {
-    let mut rngs: Vec<_> = (0..prompts.len()).map(|i| rand::rngs::StdRng::seed_from_u64(params.seed.wrapping_add(i as u64))).collect();
-    let mut out: Vec<Generation> = prompts
+) -> Result<Vec<Generation>, EngineError> {
+    let config = EngineConfig { max_batch_rows: prompts.len().max(1), ..Default::default() };
+    let mut engine = Engine::new(model.clone(), 0, config);
+    let requests = prompts
         .iter()
-        .map(|_| Generation { tokens: vec![], log_probs: vec![], finish_reason: FinishReason::Length })
+        .enumerate()
+        .map(|(i, p)| Request {
+            id: i.to_string(),
+            prompt: p.to_vec(),
+            params: RequestParams {
+                sampling: params.sampling.clone(),
+                max_new_tokens: params.max_new_tokens,
+                stop_token_ids: params.stop_token_ids.clone(),
+                stop_strings: vec![],
+                seed: params.seed.wrapping_add(i as u64),
+                n: 1,
+            },
+        })
         .collect();
-    if params.max_new_tokens == 0 {
-        return Ok(out);
-    }
-    let mut cache = model.new_cache();
-    let mut logits = model.prefill(prompts, &mut cache)?;
-    // `active[j]` is the output row that cache row `j` feeds.
-    let mut active: Vec<usize> = (0..prompts.len()).collect();
-    loop {
-        let [_, vocab] = logits.dims();
-        let flat: Vec<f32> = logits.into_data().convert::<f32>().into_vec().expect("f32 logits");
-        let mut next = Vec::with_capacity(active.len());
-        let mut still = Vec::with_capacity(active.len());
-        for (j, &row) in active.iter().enumerate() {
-            let (tok, lp) = sample(&flat[j * vocab..(j + 1) * vocab], &params.sampling, &mut rngs[row]);
-            let g = &mut out[row];
-            g.tokens.push(tok);
-            g.log_probs.push(lp);
-            if params.stop_token_ids.contains(&tok) {
-                g.finish_reason = FinishReason::Stop;
-            } else if g.tokens.len() < params.max_new_tokens {
-                still.push(j);
-                next.push(tok);
-            }
-        }
-        if still.is_empty() {
-            return Ok(out);
-        }
-        if still.len() != active.len() {
-            // Finished rows leave the batch.
-            cache.select_rows(&still);
-            active = still.iter().map(|&j| active[j]).collect();
-        }
-        logits = model.decode(&next, &mut cache)?;
-    }
+    Ok(engine
+        .generate(requests)?
+        .into_iter()
+        .map(|c| Generation { tokens: c.tokens, log_probs: c.log_probs, finish_reason: c.finish_reason })
+        .collect())
 }

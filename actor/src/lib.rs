@@ -1,8 +1,15 @@
-//! The rollout engine: batched sampling with the KV cache and per-token log-probs.
+//! The rollout engine: batched sampling with the KV cache and per-token log-probs, groups sharing a
+//! prefill, continuous batching, weight versions, and the actor loop around it.
 //!
 //! # Layout
-//! - [`sampling`]: greedy / temperature / top-k / top-p choice of one token, with its log-prob
-//! - [`generate`]: batched generation over a [`rlvr_common::model::CausalLm`]
+//! - [`sampling`]: greedy / temperature / top-k / top-p / min-p choice of one token, with its log-prob
+//! - [`engine`]: the continuous-batching [`engine::Engine`] over a [`rlvr_common::model::CausalLm`]
+//! - [`generate`]: one-shot batched generation over the engine
+//! - [`batch`]: JSONL prompts in, JSONL rollouts out (`rlvr generate --input`)
+//! - [`actor_loop`]: prompts from a source, rollouts to a sink, weight updates, staleness and shutdown
 
+pub mod actor_loop;
+pub mod batch;
+pub mod engine;
 pub mod generate;
 pub mod sampling;

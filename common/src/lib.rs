@@ -6,9 +6,13 @@
 //! - [`gguf`]: GGUF reader, dequantisers and the HF-format importer
 //! - [`tokenizer`]: HF tokenizer.json and the Jinja chat template
 //! - [`model`]: the Llama / Qwen2 / Qwen3 transformer in burn (feature `model`)
+//! - [`rollout`]: the rollout record and its MessagePack encoding
+//! - [`weights`]: weight updates (version + checksum) and their transports
 
 pub mod checkpoint;
 pub mod gguf;
+pub mod rollout;
 pub mod tokenizer;
+pub mod weights;
 #[cfg(feature = "model")]
 pub mod model;

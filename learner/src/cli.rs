@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use rlvr_actor::batch::{BatchJob, run_jsonl};
+use rlvr_actor::engine::RequestParams;
 use rlvr_actor::generate::{GenerateParams, generate};
 use rlvr_actor::sampling::SamplingParams;
 use rlvr_common::model::{CausalLm, Cpu};
@@ -51,8 +53,27 @@ pub struct GenerateArgs {
     #[arg(long, env = "RLVR_MODEL")]
     pub model: PathBuf,
     /// A prompt; repeat the flag to generate for several prompts as one batch.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "input")]
     pub prompt: Vec<String>,
+    /// Batch mode: a JSONL file of prompts, one `{"id": …, "prompt": "…"}` (or `"messages": [{"role":
+    /// …, "content": …}]`, or `"prompt_token_ids": […]`) per line.
+    #[arg(long, env = "RLVR_INPUT", requires = "output", conflicts_with = "prompt")]
+    pub input: Option<PathBuf>,
+    /// Batch mode: the JSONL file of rollouts to write, one per sample.
+    #[arg(long, env = "RLVR_OUTPUT", requires = "input")]
+    pub output: Option<PathBuf>,
+    /// Samples per prompt (a group sharing one prefill).
+    #[arg(long, env = "RLVR_N", default_value_t = 1)]
+    pub n: usize,
+    /// Samples decoded together; finished ones are replaced by waiting ones.
+    #[arg(long, env = "RLVR_MAX_BATCH", default_value_t = 256)]
+    pub max_batch: usize,
+    /// A stop string; repeat the flag for several.
+    #[arg(long, env = "RLVR_STOP")]
+    pub stop: Vec<String>,
+    /// Hide the progress bar.
+    #[arg(long, env = "RLVR_QUIET")]
+    pub quiet: bool,
     /// Feed the prompt as raw text instead of a user message in the model's chat template.
     #[arg(long, env = "RLVR_RAW")]
     pub raw: bool,
@@ -69,6 +90,9 @@ pub struct GenerateArgs {
     /// 0 keeps every token.
     #[arg(long, env = "RLVR_TOP_K", default_value_t = 0)]
     pub top_k: usize,
+    /// 0 keeps every token.
+    #[arg(long, env = "RLVR_MIN_P", default_value_t = 0.0)]
+    pub min_p: f32,
     #[arg(long, env = "RLVR_SEED", default_value_t = 0)]
     pub seed: u64,
 }
@@ -111,6 +135,35 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     let tokenizer = Tokenizer::from_dir(&args.model)
         .with_context(|| format!("while loading the tokenizer from {}", args.model.display()))?;
     eprintln!("loaded {} in {:.1}s", args.model.display(), start.elapsed().as_secs_f64());
+    if let (Some(input), Some(output)) = (&args.input, &args.output) {
+        let mut stop_token_ids = model.config.eos_token_ids.clone();
+        stop_token_ids.extend(tokenizer.eos_token_id());
+        let job = BatchJob {
+            params: RequestParams {
+                sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, min_p: args.min_p },
+                max_new_tokens: args.max_new_tokens,
+                stop_token_ids,
+                stop_strings: args.stop.clone(),
+                seed: args.seed,
+                n: args.n,
+            },
+            max_batch_rows: args.max_batch,
+            raw: args.raw,
+            system: args.system.clone(),
+            progress: !args.quiet,
+        };
+        let report = run_jsonl(model, tokenizer, input, output, &job)
+            .with_context(|| format!("while generating for {}", input.display()))?;
+        eprintln!(
+            "{} rollouts, {} tokens in {:.2}s ({:.1} tokens/s), peak KV cache {:.0} MiB",
+            report.rollouts,
+            report.tokens,
+            report.seconds,
+            report.tokens as f64 / report.seconds,
+            report.peak_cache_bytes as f64 / (1 << 20) as f64
+        );
+        return Ok(());
+    }
 
     let mut prompts = Vec::with_capacity(args.prompt.len());
     for text in &args.prompt {
@@ -129,7 +182,7 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut stop_token_ids = model.config.eos_token_ids.clone();
     stop_token_ids.extend(tokenizer.eos_token_id());
     let params = GenerateParams {
-        sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k },
+        sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, min_p: args.min_p },
         max_new_tokens: args.max_new_tokens,
         stop_token_ids,
         seed: args.seed,

@@ -220,12 +220,12 @@ impl<B: Backend> CausalLm<B> {
         self.model.embed_tokens.weight.val().device()
     }
 
-    /// RoPE tables `(batch, 1, seq, head_dim)` for row-major positions.
+    /// RoPE tables `(batch, seq, 1, head_dim)` for row-major positions.
     fn rope(&self, positions: &[usize], batch: usize, seq: usize) -> Rope<B> {
         let (cos, sin) = rope::cos_sin(&self.inv_freq, positions.iter().copied());
         let device = self.device();
         let d = self.config.head_dim;
-        let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [batch, 1, seq, d]), &device);
+        let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [batch, seq, 1, d]), &device);
         Rope { cos: table(cos), sin: table(sin) }
     }
 
@@ -243,7 +243,13 @@ impl<B: Backend> CausalLm<B> {
         let h = self.model.norm.forward(h);
         match &self.lm_head {
             Some(head) => head.forward(h),
-            None => h.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+            // A 2-D product with the embeddings' transpose as a strided view (no copy of the table).
+            None => {
+                let [b, l, hidden] = h.dims();
+                let embed = self.model.embed_tokens.weight.val();
+                let vocab = embed.dims()[0];
+                h.reshape([b * l, hidden]).matmul(embed.transpose()).reshape([b, l, vocab])
+            }
         }
     }
 

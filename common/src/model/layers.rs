@@ -2,9 +2,7 @@
 //! (`q_proj.weight`, `input_layernorm.weight`, …) so loading needs no remap table.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::silu;
-use burn::tensor::module::{attention, linear};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::config::ModelConfig;
@@ -20,8 +18,18 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     /// `(..., in) -> (..., out)`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        // The transpose is a strided view; the CPU backend's gemm reads it without a copy.
-        linear(x, self.weight.val().transpose(), self.bias.as_ref().map(|b| b.val()))
+        let mut dims = x.dims();
+        let rows = dims[..D - 1].iter().product();
+        let weight = self.weight.val();
+        dims[D - 1] = weight.dims()[0];
+        // A 2-D product with the weight's transpose as a strided view: the CPU gemm reads it in place,
+        // where burn's `linear` would reshape it to the input's rank and copy every weight every call.
+        let y = x.reshape([rows, weight.dims()[1]]).matmul(weight.transpose());
+        let y = match &self.bias {
+            Some(b) => y.add(b.val().unsqueeze()),
+            None => y,
+        };
+        y.reshape(dims)
     }
 }
 
@@ -47,7 +55,7 @@ impl<B: Backend> RmsNorm<B> {
     }
 }
 
-/// The RoPE tables of one forward pass, `(batch, 1, seq, head_dim)` each.
+/// The RoPE tables of one forward pass, `(batch, seq, 1, head_dim)` each.
 #[derive(Debug, Clone)]
 pub struct Rope<B: Backend> {
     pub cos: Tensor<B, 4>,
@@ -55,7 +63,7 @@ pub struct Rope<B: Backend> {
 }
 
 impl<B: Backend> Rope<B> {
-    /// Rotates `(batch, heads, seq, head_dim)` by position, rotate-half convention (as HF's Llama).
+    /// Rotates `(batch, seq, heads, head_dim)` by position, rotate-half convention (as HF's Llama).
     fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [_, _, _, d] = x.dims();
         let half = d / 2;
@@ -108,31 +116,56 @@ impl<B: Backend> Attention<B> {
             Some(norm) => norm.forward(k),
             None => k,
         };
-        // 3. (B, L, heads, D) -> (B, heads, L, D), then rotate by position.
-        let q = rope.apply(q.swap_dims(1, 2));
-        let k = rope.apply(k.swap_dims(1, 2));
+        // 3. Rotate by position; keys and values to (B, kv_heads, L, D) (strided views).
+        let q = rope.apply(q);
+        let k = rope.apply(k).swap_dims(1, 2);
         let v = v.swap_dims(1, 2);
         // 4. With a cache: append this step and attend over every cached column.
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        // 5. Grouped-query attention: each key/value head serves `h / kvh` query heads.
-        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        let out = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
-        // 6. (B, heads, L, D) -> (B, L, heads * D) -> (B, L, hidden).
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([batch, seq, h * d]))
+        // 5.-6. Attention, then (B, L, heads * D) -> (B, L, hidden).
+        self.o_proj.forward(grouped_attention(q, k, v, mask, kvh))
     }
 }
 
-/// `(B, kv_heads, L, D) -> (B, kv_heads * groups, L, D)`, each head repeated `groups` times in place
-/// (HF's `repeat_kv`).
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
-    if groups == 1 {
-        return x;
+/// Scaled dot-product attention with grouped-query key/value heads (query head `i` reads key/value head
+/// `i / (heads / kv_heads)`, as HF's `repeat_kv`), without materialising the repeated keys and values:
+/// the query heads of one key/value head are stacked as rows of one matrix instead. The products read
+/// the keys and values as strided views, so a cache is never copied to attend over it.
+///
+/// `q: (B, L, heads, D)`, `k, v: (B, kv_heads, T, D)`, `mask: (B, 1, L, T)` with `true` = hidden (every
+/// query sees at least key 0, so no row is fully masked). Returns `(B, L, heads * D)`.
+fn grouped_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Tensor<B, 4, Bool>,
+    kv_heads: usize,
+) -> Tensor<B, 3> {
+    let [b, l, h, d] = q.dims();
+    let keys = k.dims()[2];
+    let g = h / kv_heads;
+    // (B, L, heads, D) -> (B, kv_heads, g * L, D); free when L = 1 (decoding).
+    let q = q.mul_scalar(1.0 / (d as f64).sqrt());
+    let q = if l == 1 {
+        q.reshape([b, kv_heads, g, d])
+    } else {
+        q.reshape([b, l, kv_heads, g, d]).permute([0, 2, 3, 1, 4]).reshape([b, kv_heads, g * l, d])
+    };
+    let mask = if l == 1 || g == 1 {
+        mask.reshape([b, 1, l, keys])
+    } else {
+        mask.reshape([b, 1, 1, l, keys]).expand([b, 1, g, l, keys]).reshape([b, 1, g * l, keys])
+    };
+    let scores = q.matmul(k.transpose()).mask_fill(mask.expand([b, kv_heads, g * l, keys]), f32::MIN);
+    let out = softmax(scores, 3).matmul(v);
+    if l == 1 {
+        out.reshape([b, 1, h * d])
+    } else {
+        out.reshape([b, kv_heads, g, l, d]).permute([0, 3, 1, 2, 4]).reshape([b, l, h * d])
     }
-    let [b, kvh, l, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, kvh, groups, l, d]).reshape([b, kvh * groups, l, d])
 }
 
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
