@@ -150,34 +150,7 @@ where
                 return Ok(report);
             }
         }
-        // 2. Weights: drain the batch, then verify and swap; abandon the batch when too stale.
-        if let Some(latest) = weights.latest_version()
-            && latest > engine.weight_version()
-        {
-            engine.set_admitting(false);
-            if latest - engine.weight_version() > config.max_staleness && engine.running() > 0 {
-                // Too stale to be trained on: stop sampling these, hand them back as aborted.
-                let aborted = engine.abort_all();
-                report.aborted += aborted.len();
-                send_all(&mut sink, &mut groups, aborted, &mut report).await?;
-            }
-            if engine.running() == 0 {
-                if let Some(update) = weights.fetch_newer(engine.weight_version()).map_err(EngineError::from)? {
-                    let version = update.version;
-                    let (back, swapped) = tokio::task::spawn_blocking(move || {
-                        let r = engine.set_weights(&update);
-                        (engine, r)
-                    })
-                    .await?;
-                    engine = back;
-                    swapped?;
-                    report.weight_versions.push(version);
-                    tracing::info!(version, "actor swapped in new weights");
-                }
-                engine.set_admitting(true);
-            }
-        }
-        // 3. Prompts: keep the engine's queue topped up.
+        // 2. Prompts: keep the engine's queue topped up.
         while source_open && engine.waiting() < config.max_waiting {
             let item = if engine.is_idle() {
                 tokio::select! {
@@ -210,6 +183,34 @@ where
                 return Ok(report);
             }
             continue;
+        }
+        // 3. Weights (checked after taking prompts, so a batch handed over right after a new version is
+        // announced is sampled with it): drain the batch, then verify and swap; abandon the batch when too stale.
+        if let Some(latest) = weights.latest_version()
+            && latest > engine.weight_version()
+        {
+            engine.set_admitting(false);
+            if latest - engine.weight_version() > config.max_staleness && engine.running() > 0 {
+                // Too stale to be trained on: stop sampling these, hand them back as aborted.
+                let aborted = engine.abort_all();
+                report.aborted += aborted.len();
+                send_all(&mut sink, &mut groups, aborted, &mut report).await?;
+            }
+            if engine.running() == 0 {
+                if let Some(update) = weights.fetch_newer(engine.weight_version()).map_err(EngineError::from)? {
+                    let version = update.version;
+                    let (back, swapped) = tokio::task::spawn_blocking(move || {
+                        let r = engine.set_weights(&update);
+                        (engine, r)
+                    })
+                    .await?;
+                    engine = back;
+                    swapped?;
+                    report.weight_versions.push(version);
+                    tracing::info!(version, "actor swapped in new weights");
+                }
+                engine.set_admitting(true);
+            }
         }
         // 4. One engine step on the blocking pool.
         let (back, done) = tokio::task::spawn_blocking(move || {

@@ -158,3 +158,36 @@ fn bad_checkpoints_name_the_weight() {
     let err = model.forward(&[&[1, 99]]).unwrap_err();
     assert!(err.to_string().contains("token id 99"), "{err}");
 }
+
+#[test]
+fn response_log_probs_equal_the_full_forward_at_a_temperature() {
+    let device = Default::default();
+    let model = CausalLm::<Cpu>::random(config("llama", true), 5, &device);
+    let seqs = prompts();
+    // Prompt lengths leaving responses of different lengths (the single-token row cannot have one).
+    let seqs: Vec<Vec<u32>> = seqs.into_iter().filter(|s| s.len() > 1).collect();
+    let prompt_lens = [3, 1, 5];
+    let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    let temperature = 0.7;
+    let (lp, entropy) = model.response_log_probs(&rows, &prompt_lens, temperature, true).unwrap();
+    let longest = seqs.iter().zip(prompt_lens).map(|(s, p)| s.len() - p).max().unwrap();
+    assert_eq!(lp.dims(), [3, longest]);
+    let (lp, entropy) = (to_vec(lp), to_vec(entropy.unwrap()));
+    let vocab = 61;
+    for (b, s) in seqs.iter().enumerate() {
+        // The naive path: the whole sequence's logits, scaled, log-softmaxed.
+        let logp = to_vec(log_softmax(model.forward(&[s]).unwrap().div_scalar(temperature), 2));
+        for t in 0..longest {
+            let (want_lp, want_h) = if prompt_lens[b] + t < s.len() {
+                let pos = prompt_lens[b] - 1 + t;
+                let row = &logp[pos * vocab..(pos + 1) * vocab];
+                (row[s[pos + 1] as usize], -row.iter().map(|l| l.exp() * l).sum::<f32>())
+            } else {
+                (0.0, 0.0)
+            };
+            assert!((lp[b * longest + t] - want_lp).abs() < 1e-5, "row {b} t {t}");
+            assert!((entropy[b * longest + t] - want_h).abs() < 1e-4, "row {b} t {t} entropy");
+        }
+    }
+    assert!(model.response_log_probs(&rows, &[3, 7, 5], 1.0, false).is_err(), "a prompt filling its row");
+}

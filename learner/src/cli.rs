@@ -12,6 +12,14 @@ use rlvr_actor::generate::{GenerateParams, generate};
 use rlvr_actor::sampling::SamplingParams;
 use rlvr_common::model::{CausalLm, Cpu};
 use rlvr_common::tokenizer::{ChatMessage, Tokenizer};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Mode, RunConfig};
+use crate::data::ProblemStream;
+use crate::eval::{EvalParams, evaluate};
+use crate::reward::{Prompter, Scorer};
+use crate::run::{TrainOptions, train};
+use rlvr_actor::engine::{Engine, EngineConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "rlvr", version, about = "Reinforcement-learning post-training for reasoning language models")]
@@ -22,6 +30,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run RL post-training in one process (actor, verifier and learner). Without a config file, the
+    /// built-in default: GRPO on generated arithmetic with SmolLM2-135M-Instruct.
+    Train(TrainArgs),
+    /// Validate a run config and print what one step does (prompts, samples, tokens, micro-batches,
+    /// optimiser steps, staleness bound, memory), then exit.
+    Plan(PlanArgs),
+    /// pass@1 and pass@k of a model on a run's held-out prompts, over several seeds.
+    Eval(EvalArgs),
     /// Continue one or more prompts with a model (greedy by default).
     Generate(GenerateArgs),
     /// Model conversion tools.
@@ -35,6 +51,59 @@ pub enum Command {
 pub enum ModelCommand {
     /// Convert a llama-architecture GGUF file into an HF directory (safetensors, config.json, tokenizer).
     ImportGguf(ImportGgufArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The run config (TOML); fields it does not set take their defaults.
+    #[arg(env = "RLVR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Continue from a checkpoint directory (`RUN_DIR/checkpoints/step-N`).
+    #[arg(long, env = "RLVR_RESUME")]
+    pub resume: Option<PathBuf>,
+    /// Overrides `runtime.run_dir`.
+    #[arg(long, env = "RLVR_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Overrides `runtime.steps`.
+    #[arg(long, env = "RLVR_STEPS")]
+    pub steps: Option<usize>,
+    /// Overrides `runtime.seed`.
+    #[arg(long, env = "RLVR_SEED")]
+    pub seed: Option<u64>,
+    /// Overrides `runtime.mode` (`sync` or `async`).
+    #[arg(long, env = "RLVR_MODE")]
+    pub mode: Option<String>,
+    /// No per-step metrics lines (they still go to metrics.jsonl).
+    #[arg(long, env = "RLVR_QUIET")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The run config (TOML); the default run without one.
+    #[arg(env = "RLVR_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model (an HF directory or a checkpoint).
+    #[arg(long, env = "RLVR_MODEL")]
+    pub model: PathBuf,
+    /// The run config whose held-out prompts, instruction and reward to use (the default run without one).
+    #[arg(long, env = "RLVR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Sampling seeds (the spread over them is reported).
+    #[arg(long, env = "RLVR_SEEDS", value_delimiter = ',', default_value = "0,1,2")]
+    pub seeds: Vec<u64>,
+    /// Samples per prompt (pass@k up to this).
+    #[arg(long, env = "RLVR_SAMPLES")]
+    pub samples: Option<usize>,
+    #[arg(long, env = "RLVR_TEMPERATURE")]
+    pub temperature: Option<f32>,
+    /// Write the report as JSON here.
+    #[arg(long, env = "RLVR_OUTPUT")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -100,9 +169,109 @@ pub struct GenerateArgs {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Plan(args) => run_plan(args),
+        Command::Eval(args) => run_eval(args),
         Command::Generate(args) => run_generate(args),
         Command::Model { command: ModelCommand::ImportGguf(args) } => run_import(args),
     }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<RunConfig> {
+    match path {
+        Some(p) => RunConfig::from_file(p),
+        None => Ok(RunConfig::default()),
+    }
+}
+
+fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let mut config = load_config(args.config.as_ref())?;
+    if let Some(d) = args.run_dir {
+        config.runtime.run_dir = d;
+    }
+    if let Some(s) = args.steps {
+        config.runtime.steps = s;
+    }
+    if let Some(s) = args.seed {
+        config.runtime.seed = s;
+    }
+    if let Some(m) = args.mode {
+        config.runtime.mode = match m.as_str() {
+            "sync" => Mode::Sync,
+            "async" => Mode::Async,
+            other => bail!("--mode {other:?}: use `sync` or `async`"),
+        };
+    }
+    config.validate()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let shutdown = CancellationToken::new();
+    let summary = runtime.block_on(async {
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping at the next safe point (Ctrl-C again to abort)");
+                token.cancel();
+            }
+        });
+        train(config.clone(), TrainOptions { resume: args.resume, verbose: !args.quiet }, shutdown).await
+    })?;
+    eprintln!(
+        "trained {} steps in {:.0}s ({:.2} samples/s); checkpoint {}",
+        summary.steps,
+        summary.seconds,
+        summary.samples_per_s,
+        summary.final_checkpoint.display()
+    );
+    if let (Some(b), Some(a)) = (&summary.eval_before, &summary.eval_after) {
+        eprintln!("held-out pass@1: {:.3} -> {:.3}", b.pass_at_1_mean, a.pass_at_1_mean);
+    }
+    Ok(())
+}
+
+fn run_plan(args: PlanArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_ref())?;
+    let prompt_tokens = match Tokenizer::from_dir(&config.model.path) {
+        Ok(tok) => {
+            let model_config = rlvr_common::model::ModelConfig::from_file(&config.model.path.join("config.json")).ok();
+            let eos = model_config.map(|c| c.eos_token_ids).unwrap_or_default();
+            let prompter = Prompter::new(tok, &config, &eos);
+            let (_, probe) = ProblemStream::open(&config.data.source, config.runtime.seed, 8)?;
+            probe.iter().map(|p| prompter.prompt_ids(p).map(|ids| ids.len())).collect::<Result<Vec<_>, _>>()?.into_iter().max().unwrap_or(0)
+        }
+        Err(_) => 64,
+    };
+    let params = rlvr_common::checkpoint::read_weights(&config.model.path)
+        .map(|w| w.values().map(|t| t.data.len()).sum())
+        .unwrap_or(134_515_008);
+    println!("config valid: {}", args.config.as_ref().map_or("built-in default".to_string(), |p| p.display().to_string()));
+    for (k, v) in config.plan(prompt_tokens, params) {
+        println!("  {k:<36} {v}");
+    }
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_ref())?;
+    let device = Default::default();
+    let model = CausalLm::<Cpu>::load(&args.model, &device).with_context(|| format!("loading {}", args.model.display()))?;
+    let tokenizer = Tokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
+    let prompter = Prompter::new(tokenizer.clone(), &config, &model.config.eos_token_ids);
+    let scorer = Scorer::new(tokenizer, &config);
+    let (_, held_out) = ProblemStream::open(&config.data.source, config.runtime.seed, config.data.eval_prompts)?;
+    let params = EvalParams {
+        samples: args.samples.unwrap_or(config.runtime.eval_samples),
+        temperature: args.temperature.unwrap_or(config.runtime.eval_temperature),
+        top_p: 1.0,
+        max_new_tokens: config.rollout.max_new_tokens,
+        seeds: args.seeds,
+    };
+    let mut engine = Engine::new(model, 0, EngineConfig { max_batch_rows: config.rollout.max_batch, ..Default::default() });
+    let report = evaluate(&mut engine, &held_out, &prompter, &scorer, &params)?;
+    println!("{}", report.summary());
+    if let Some(out) = args.output {
+        std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
 }
 
 fn run_import(args: ImportGgufArgs) -> anyhow::Result<()> {

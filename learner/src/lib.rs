@@ -1,6 +1,22 @@
 //! The learner and the `rlvr` command line.
 //!
 //! # Layout
-//! - [`cli`]: the `rlvr` commands (`generate`, `model import-gguf`)
+//! - [`config`]: the run configuration (`run.toml`), its defaults, validation and `rlvr plan`
+//! - [`data`]: training and held-out prompts (JSONL datasets, procedural arithmetic), resumable
+//! - [`reward`]: prompts through the chat template; responses scored by the math verifier
+//! - [`algo`]: advantage estimators and policy losses (pure functions over tensors)
+//! - [`optim`]: AdamW, global-norm gradient clipping and learning-rate schedules
+//! - [`trainer`]: one learner update from scored rollouts
+//! - [`eval`]: pass@1 / pass@k over seeds
+//! - [`run`]: the embedded loop of `rlvr train`, checkpoints and resume
+//! - [`cli`]: the `rlvr` commands
 
+pub mod algo;
 pub mod cli;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod optim;
+pub mod reward;
+pub mod run;
+pub mod trainer;

@@ -1,0 +1,352 @@
+//! The run configuration: one TOML file with the sections `[model]`, `[data]`, `[rollout]`, `[reward]`,
+//! `[algorithm]`, `[optimizer]`, `[runtime]`. Every field has a documented default, so an empty file (or
+//! none) is the built-in run: GRPO on generated arithmetic with SmolLM2-135M-Instruct, sized for a
+//! 2-core laptop. Unknown fields are errors (a typo must not silently fall back to a default), and
+//! [`RunConfig::validate`] names the field and the fix for every inconsistent setting.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::algo::advantage::{AdvantageConfig, AdvantageEstimator};
+use crate::algo::loss::PolicyLossConfig;
+use crate::data::DataSource;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub rollout: RolloutSection,
+    pub reward: RewardSection,
+    pub algorithm: AlgorithmSection,
+    pub optimizer: OptimizerSection,
+    pub runtime: RuntimeSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// An HF checkpoint directory (`config.json`, `model.safetensors`, `tokenizer.json`).
+    pub path: PathBuf,
+    /// A system message put before every prompt (the chat template's default when absent).
+    pub system_prompt: Option<String>,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self { path: PathBuf::from("models/smollm2-135m-instruct"), system_prompt: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    pub source: DataSource,
+    /// Text appended to every question (the answer format the reward expects).
+    pub instruction: String,
+    /// Prompts per rollout batch (each sampled `rollout.group_size` times).
+    pub prompts_per_step: usize,
+    /// Held-out prompts, never trained on, for `eval` before and after training.
+    pub eval_prompts: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            source: DataSource::default(),
+            instruction: "Reply with only the final answer as a number.".into(),
+            prompts_per_step: 8,
+            eval_prompts: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutSection {
+    /// Samples per prompt (GRPO's G).
+    pub group_size: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    pub max_new_tokens: usize,
+    /// Rows decoded together by the actor.
+    pub max_batch: usize,
+    /// DAPO dynamic sampling: drop groups whose rewards are all equal and draw more prompts until the
+    /// batch has `data.prompts_per_step` informative groups (at most `max_draw_factor` times as many
+    /// prompts drawn).
+    pub dynamic_sampling: bool,
+    pub max_draw_factor: usize,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        Self {
+            group_size: 8,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 24,
+            max_batch: 256,
+            dynamic_sampling: false,
+            max_draw_factor: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardSection {
+    /// `math` (answer equivalence; the only reward the embedded loop trains on for now).
+    pub kind: String,
+    /// DAPO's soft overlong penalty: the last `overlong_buffer` tokens before `rollout.max_new_tokens`
+    /// cost up to `overlong_penalty` (0 = off).
+    pub overlong_buffer: usize,
+    pub overlong_penalty: f32,
+}
+
+impl Default for RewardSection {
+    fn default() -> Self {
+        Self { kind: "math".into(), overlong_buffer: 0, overlong_penalty: 0.0 }
+    }
+}
+
+/// `[algorithm]`: the advantage estimator (`[algorithm.advantage]`: `estimator`, `gamma`, `lam`,
+/// `grpo_eps`) and the policy loss (`[algorithm.policy_loss]`: `objective`, `agg`, `tis_cap`, `kl`,
+/// `entropy_coeff`), with verl's defaults: GRPO, PPO-clip at 0.2 on both sides, token-mean, no KL, no
+/// entropy bonus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlgorithmSection {
+    pub advantage: AdvantageConfig,
+    pub policy_loss: PolicyLossConfig,
+    /// Optimiser steps per rollout batch (the batch is split into this many mini-batches, in order).
+    pub mini_batches: usize,
+}
+
+impl Default for AlgorithmSection {
+    fn default() -> Self {
+        Self { advantage: AdvantageConfig::default(), policy_loss: PolicyLossConfig::default(), mini_batches: 1 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerSection {
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub grad_clip: f64,
+    pub warmup_steps: usize,
+    /// `constant` or `cosine` after the warmup.
+    pub schedule: String,
+    pub min_lr_ratio: f64,
+}
+
+impl Default for OptimizerSection {
+    fn default() -> Self {
+        Self {
+            lr: 2e-5,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            warmup_steps: 0,
+            schedule: "constant".into(),
+            min_lr_ratio: 0.0,
+        }
+    }
+}
+
+/// How rollout and training overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Generate a batch, then train on it.
+    Sync,
+    /// One step off-policy: the actor samples batch k+1 with weights k while the learner trains on batch k.
+    Async,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Rollout batches (= weight versions published).
+    pub steps: usize,
+    pub mode: Mode,
+    /// Versions a rollout may lag the learner's weights when trained on.
+    pub max_staleness: u64,
+    /// Tokens (prompt + response) per micro-batch; gradients accumulate over micro-batches.
+    pub micro_batch_tokens: usize,
+    pub seed: u64,
+    pub run_dir: PathBuf,
+    /// Save a checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: usize,
+    /// Evaluate the held-out set before and after training.
+    pub eval: bool,
+    /// Samples per held-out prompt in evaluation (pass@k for k up to this).
+    pub eval_samples: usize,
+    pub eval_temperature: f32,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self {
+            steps: 12,
+            mode: Mode::Sync,
+            max_staleness: 1,
+            micro_batch_tokens: 4096,
+            seed: 0,
+            run_dir: PathBuf::from("runs/default"),
+            checkpoint_every: 0,
+            eval: true,
+            eval_samples: 4,
+            eval_temperature: 1.0,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads a TOML file; fields it does not set keep their defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the run config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every setting that can be wrong on its own or together; errors name the field and the fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let (r, a, o, rt, d) = (&self.rollout, &self.algorithm, &self.optimizer, &self.runtime, &self.data);
+        let estimator = a.advantage.estimator;
+        if estimator.uses_groups() && r.group_size < 2 {
+            bail!(
+                "`rollout.group_size` is {}: {estimator:?} compares samples of the same prompt and needs at least 2 per prompt; \
+                 set rollout.group_size = 8 (or use algorithm.advantage.estimator = \"reinforce_plus_plus\")",
+                r.group_size
+            );
+        }
+        if estimator == AdvantageEstimator::Gae {
+            bail!("`algorithm.advantage.estimator = \"gae\"` needs a value head, which the embedded loop does not train yet; use \"grpo\", \"dr_grpo\", \"rloo\", \"reinforce_plus_plus\" or \"reinforce_plus_plus_baseline\"");
+        }
+        a.advantage.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        a.policy_loss.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if r.group_size == 0 || d.prompts_per_step == 0 {
+            bail!("`rollout.group_size` and `data.prompts_per_step` must be at least 1");
+        }
+        if r.temperature.is_nan() || r.temperature <= 0.0 {
+            bail!("`rollout.temperature` is {}: RL needs sampling, set it above 0 (1.0 is usual)", r.temperature);
+        }
+        if !(r.top_p > 0.0 && r.top_p <= 1.0) {
+            bail!("`rollout.top_p` is {}: it must be in (0, 1]", r.top_p);
+        }
+        if r.max_new_tokens == 0 {
+            bail!("`rollout.max_new_tokens` is 0: allow at least one generated token");
+        }
+        if r.dynamic_sampling && r.max_draw_factor < 1 {
+            bail!("`rollout.max_draw_factor` must be at least 1 with dynamic sampling");
+        }
+        if self.reward.kind != "math" {
+            bail!("`reward.kind` is {:?}: the embedded loop scores \"math\" answers; truth and code rewards run in `rlvr-verifier`", self.reward.kind);
+        }
+        if self.reward.overlong_buffer >= r.max_new_tokens && self.reward.overlong_penalty != 0.0 {
+            bail!("`reward.overlong_buffer` ({}) must be smaller than `rollout.max_new_tokens` ({})", self.reward.overlong_buffer, r.max_new_tokens);
+        }
+        if a.mini_batches == 0 || a.mini_batches > d.prompts_per_step {
+            bail!("`algorithm.mini_batches` is {}: it must be between 1 and data.prompts_per_step ({})", a.mini_batches, d.prompts_per_step);
+        }
+        if !(o.lr > 0.0 && o.lr < 1.0) {
+            bail!("`optimizer.lr` is {}: use a small positive learning rate such as 1e-6 to 1e-4", o.lr);
+        }
+        if !(0.0..1.0).contains(&o.betas.0) || !(0.0..1.0).contains(&o.betas.1) {
+            bail!("`optimizer.betas` must both be in [0, 1) (got {:?})", o.betas);
+        }
+        if o.schedule != "constant" && o.schedule != "cosine" {
+            bail!("`optimizer.schedule` is {:?}: use \"constant\" or \"cosine\"", o.schedule);
+        }
+        if rt.steps == 0 {
+            bail!("`runtime.steps` is 0: nothing would be trained; set it to at least 1");
+        }
+        if rt.mode == Mode::Async && rt.max_staleness < 1 {
+            bail!("`runtime.mode = \"async\"` trains on rollouts one version old, but `runtime.max_staleness` is 0; set it to 1 or use mode = \"sync\"");
+        }
+        if rt.micro_batch_tokens < r.max_new_tokens + 1 {
+            bail!("`runtime.micro_batch_tokens` ({}) cannot hold one sequence of rollout.max_new_tokens ({}) plus its prompt", rt.micro_batch_tokens, r.max_new_tokens);
+        }
+        if rt.eval && (d.eval_prompts == 0 || rt.eval_samples == 0) {
+            bail!("`runtime.eval` needs `data.eval_prompts` and `runtime.eval_samples` of at least 1 (or set runtime.eval = false)");
+        }
+        Ok(())
+    }
+
+    /// The derived quantities `rlvr plan` prints: what one step really does.
+    pub fn plan(&self, prompt_tokens: usize, params: usize) -> Vec<(String, String)> {
+        let (r, d, rt, a) = (&self.rollout, &self.data, &self.runtime, &self.algorithm);
+        let samples = d.prompts_per_step * r.group_size;
+        let seq = prompt_tokens + r.max_new_tokens;
+        let tokens = samples * seq;
+        let per_micro = (rt.micro_batch_tokens / seq).max(1);
+        let per_mini = samples.div_ceil(a.mini_batches);
+        let micro = per_mini.div_ceil(per_micro) * a.mini_batches;
+        // Training memory: f32 weights, grads, two Adam moments; activations of one micro-batch (about 34
+        // floats per token per hidden unit per layer, Korthikanti et al. 2022, plus the logits).
+        let vocab_bytes = |rows: usize| rows * 49_152 * 4 * 3;
+        let weights = params * 4;
+        let memory = weights * 4 + per_micro * seq * (34 * 576 * 30 * 4) + vocab_bytes(per_micro * seq);
+        vec![
+            ("prompts per step".into(), format!("{}", d.prompts_per_step)),
+            ("samples per step".into(), format!("{samples} ({} prompts x group_size {})", d.prompts_per_step, r.group_size)),
+            ("tokens per step (at most)".into(), format!("{tokens} (prompt ~{prompt_tokens} + {} new per sample)", r.max_new_tokens)),
+            ("optimiser steps per rollout batch".into(), format!("{}", a.mini_batches)),
+            ("micro-batches per step".into(), format!("{micro} (~{per_micro} sequences of <= {seq} tokens in {} tokens)", rt.micro_batch_tokens)),
+            ("total samples".into(), format!("{}", samples * rt.steps)),
+            (
+                "staleness bound".into(),
+                match rt.mode {
+                    Mode::Sync => "0 (sync: every batch sampled with the weights it trains)".into(),
+                    Mode::Async => format!("{} (async, one step off-policy)", rt.max_staleness),
+                },
+            ),
+            ("memory estimate".into(), format!("{:.1} GiB (weights+grads+Adam {:.1} GiB)", memory as f64 / 2f64.powi(30), (weights * 4) as f64 / 2f64.powi(30))),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_run() {
+        assert_eq!(RunConfig::from_toml("").unwrap(), RunConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_fix() {
+        let e = RunConfig::from_toml("[rollout]\ngroup_size = 1\n").unwrap_err().to_string();
+        assert!(e.contains("rollout.group_size") && e.contains("at least 2"), "{e}");
+        let e = RunConfig::from_toml("[rollout]\ngroup_sise = 4\n").unwrap_err().to_string();
+        assert!(e.contains("group_sise"), "{e}");
+        let e = RunConfig::from_toml("[optimizer]\nschedule = \"linear\"\n").unwrap_err().to_string();
+        assert!(e.contains("optimizer.schedule"), "{e}");
+        let e = RunConfig::from_toml("[runtime]\nmode = \"async\"\nmax_staleness = 0\n").unwrap_err().to_string();
+        assert!(e.contains("max_staleness"), "{e}");
+    }
+
+    #[test]
+    fn sections_override_only_what_they_set() {
+        let c = RunConfig::from_toml("[rollout]\ngroup_size = 4\n[data.source]\nkind = \"arithmetic\"\nmax_level = 3\n").unwrap();
+        assert_eq!(c.rollout.group_size, 4);
+        assert_eq!(c.rollout.temperature, 1.0);
+        assert_eq!(c.data.source, DataSource::Arithmetic { min_level: 1, max_level: 3 });
+    }
+}

@@ -1,0 +1,332 @@
+//! One learner update from a batch of scored rollouts: advantages, the policy loss over micro-batches
+//! with gradient accumulation, global-norm clipping and the AdamW step.
+//!
+//! The log-probs the ratio starts from (`old_log_prob`) are the learner's own: with one optimiser step
+//! per batch they equal the current policy's, so the ratio's value is 1 and the recompute is skipped
+//! (the detached current log-probs are used, as verl does on-policy); with several mini-batches they
+//! are recomputed once, before the first update. The actor's recorded log-probs enter only through
+//! truncated importance sampling (`algorithm.tis_cap`), which corrects for sampling with older weights.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, TensorData};
+use rlvr_common::checkpoint::{HostTensor, SaveDtype};
+use rlvr_common::model::{CausalLm, Cpu, CpuAutodiff, ModelConfig};
+use serde::Serialize;
+
+use crate::algo::advantage::outcome_advantages;
+use crate::algo::loss::{LossAgg, PolicyExtras, PolicyInputs, policy_loss};
+use crate::config::{AlgorithmSection, RunConfig};
+use crate::optim::{AdamW, AdamWConfig, GradAccumulator, LrDecay, LrSchedule, clip_grad_norm};
+
+/// One sequence to train on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSample {
+    /// Samples of the same prompt share a group.
+    pub group: u64,
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+    /// The actor's log-prob of each response token.
+    pub rollout_log_probs: Vec<f32>,
+    pub reward: f32,
+}
+
+/// What one update did.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StepStats {
+    pub loss: f64,
+    pub policy_loss: f64,
+    /// KL to the reference policy (0 without one).
+    pub kl: f64,
+    pub entropy: f64,
+    pub clip_fraction: f64,
+    /// Before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub advantage_abs_mean: f64,
+    /// Learner log-probs minus the actor's, mean absolute over response tokens: the training/inference
+    /// mismatch (0 up to float noise when the rollouts come from the current weights).
+    pub logprob_mismatch: f64,
+    pub micro_batches: usize,
+    pub optimizer_steps: usize,
+}
+
+/// The policy being trained, its optimiser and the frozen reference.
+#[derive(Debug)]
+pub struct Learner {
+    model: Option<CausalLm<CpuAutodiff>>,
+    reference: Option<CausalLm<Cpu>>,
+    optim: AdamW<Cpu>,
+    algo: AlgorithmSection,
+    grad_clip: f64,
+    temperature: f32,
+    micro_batch_tokens: usize,
+}
+
+impl Learner {
+    /// Builds the policy from host weights; `resume` is a checkpoint directory whose optimiser state is
+    /// loaded (its weights are the ones passed in).
+    pub fn new(
+        config: &RunConfig,
+        model_config: ModelConfig,
+        weights: HashMap<String, HostTensor>,
+        reference: Option<CausalLm<Cpu>>,
+        resume: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let device = Default::default();
+        let model = CausalLm::<CpuAutodiff>::from_weights(model_config, weights, &device)?;
+        let o = &config.optimizer;
+        let total = (config.runtime.steps * config.algorithm.mini_batches) as u64;
+        let adam = AdamWConfig {
+            lr: o.lr,
+            betas: o.betas,
+            eps: o.eps,
+            weight_decay: o.weight_decay,
+            exclude_1d_from_decay: false,
+            schedule: LrSchedule {
+                warmup_steps: o.warmup_steps as u64,
+                decay: if o.schedule == "cosine" { LrDecay::Cosine } else { LrDecay::Constant },
+                total_steps: total,
+                min_lr_ratio: o.min_lr_ratio,
+                ..Default::default()
+            },
+        };
+        let optim = match resume {
+            Some(dir) => AdamW::load(dir, &model)?,
+            None => AdamW::new(adam)?,
+        };
+        Ok(Self {
+            model: Some(model),
+            reference,
+            optim,
+            algo: config.algorithm.clone(),
+            grad_clip: o.grad_clip,
+            temperature: config.rollout.temperature,
+            micro_batch_tokens: config.runtime.micro_batch_tokens,
+        })
+    }
+
+    fn model(&self) -> &CausalLm<CpuAutodiff> {
+        self.model.as_ref().expect("the model is only taken during an update")
+    }
+
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.model().config
+    }
+
+    /// The current weights under their HF keys (what is published to the actors).
+    pub fn host_weights(&self) -> Vec<(String, HostTensor)> {
+        self.model().valid().to_host_weights()
+    }
+
+    /// Saves the weights (HF layout) and the optimiser state into `dir`.
+    pub fn save(&self, dir: &Path, dtype: SaveDtype) -> anyhow::Result<()> {
+        self.model().valid().save(dir, dtype)?;
+        self.optim.save(dir)?;
+        Ok(())
+    }
+
+    /// One rollout batch: advantages over the whole batch, then `algorithm.mini_batches` optimiser steps.
+    pub fn train_on(&mut self, samples: &[TrainSample]) -> anyhow::Result<StepStats> {
+        anyhow::ensure!(!samples.is_empty(), "an empty batch");
+        if let Some(s) = samples.iter().find(|s| s.response.is_empty() || s.rollout_log_probs.len() != s.response.len()) {
+            anyhow::bail!(
+                "a sample of group {} has {} response tokens and {} log-probs; every trained sample needs at least one token and one log-prob per token",
+                s.group,
+                s.response.len(),
+                s.rollout_log_probs.len()
+            );
+        }
+        let device = Default::default();
+        let n = samples.len();
+        let longest = samples.iter().map(|s| s.response.len()).max().unwrap_or(0);
+        // 1. Advantages (token level, broadcast over each response).
+        let mask = mask_tensor::<Cpu>(samples, longest);
+        let scores = Tensor::<Cpu, 1>::from_data(TensorData::new(samples.iter().map(|s| s.reward).collect(), [n]), &device);
+        let groups: Vec<u64> = samples.iter().map(|s| s.group).collect();
+        let advantages = outcome_advantages(&self.algo.advantage, scores, mask.clone(), &groups)?;
+        let adv_host = to_host(advantages);
+        let mut stats = StepStats::default();
+        let valid_tokens: usize = samples.iter().map(|s| s.response.len()).sum();
+        stats.advantage_abs_mean = samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (0..s.response.len()).map(|t| f64::from(adv_host[i * longest + t].abs())).sum::<f64>())
+            .sum::<f64>()
+            / valid_tokens as f64;
+        // 2. Old log-probs: recomputed before the first update when there are several.
+        let old: Option<Vec<Vec<f32>>> = (self.algo.mini_batches > 1).then(|| self.log_probs_no_grad(samples)).transpose()?;
+        // 3. Mini-batches (by group order), each one optimiser step over accumulated micro-batches.
+        let per_mini = n.div_ceil(self.algo.mini_batches);
+        let mut weighted = WeightedMeans::default();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(per_mini) {
+            let mini: Vec<usize> = chunk.to_vec();
+            let mini_tokens: usize = mini.iter().map(|&i| samples[i].response.len()).sum();
+            let mut acc = GradAccumulator::new();
+            for micro in self.micro_batches(samples, &mini) {
+                let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| [samples[i].prompt.as_slice(), &samples[i].response].concat()).collect();
+                let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+                let prompt_lens: Vec<usize> = micro.iter().map(|&i| samples[i].prompt.len()).collect();
+                let (logp, entropy) = self.model().response_log_probs(&rows, &prompt_lens, self.temperature, true)?;
+                let width = logp.dims()[1];
+                let pick = |f: &dyn Fn(usize, usize) -> f32| -> Tensor<CpuAutodiff, 2> {
+                    let data: Vec<f32> = micro.iter().flat_map(|&i| (0..width).map(move |t| (i, t))).map(|(i, t)| f(i, t)).collect();
+                    Tensor::from_data(TensorData::new(data, [micro.len(), width]), &device)
+                };
+                let in_resp = |i: usize, t: usize| t < samples[i].response.len();
+                let mask = pick(&|i, t| if in_resp(i, t) { 1.0 } else { 0.0 });
+                let adv = pick(&|i, t| if in_resp(i, t) { adv_host[i * longest + t] } else { 0.0 });
+                let rollout_lp = pick(&|i, t| if in_resp(i, t) { samples[i].rollout_log_probs[t] } else { 0.0 });
+                let old_lp = match &old {
+                    Some(old) => pick(&|i, t| if in_resp(i, t) { old[i][t] } else { 0.0 }),
+                    None => logp.clone().detach(),
+                };
+                // The training/inference mismatch, measured where it matters.
+                let lp_host = to_host(logp.clone().detach().inner());
+                let mut mismatch = 0.0;
+                for (r, &i) in micro.iter().enumerate() {
+                    for t in 0..samples[i].response.len() {
+                        mismatch += f64::from((lp_host[r * width + t] - samples[i].rollout_log_probs[t]).abs());
+                    }
+                }
+                let micro_tokens: usize = micro.iter().map(|&i| samples[i].response.len()).sum();
+                // Each micro-batch's share of the mini-batch objective: tokens for token-mean, sequences otherwise.
+                let share = match self.algo.policy_loss.agg {
+                    LossAgg::TokenMean => micro_tokens as f64 / mini_tokens as f64,
+                    _ => micro.len() as f64 / mini.len() as f64,
+                };
+                // 4. The objective.
+                let loss_cfg = &self.algo.policy_loss;
+                let ref_log_prob = match (&self.reference, loss_cfg.kl) {
+                    (Some(reference), Some(_)) => {
+                        let (ref_lp, _) = reference.response_log_probs(&rows, &prompt_lens, self.temperature, false)?;
+                        Some(Tensor::<CpuAutodiff, 2>::from_data(ref_lp.into_data(), &device))
+                    }
+                    _ => None,
+                };
+                let inputs = PolicyInputs { log_prob: logp, old_log_prob: old_lp, advantages: adv, response_mask: mask };
+                let extras = PolicyExtras { rollout_log_prob: Some(rollout_lp), ref_log_prob, entropy };
+                let out = policy_loss(loss_cfg, &inputs, &extras)?;
+                let total = out.loss;
+                let m = out.metrics;
+                let total_value = scalar(&total);
+                let grads = total.mul_scalar(share).backward();
+                acc.add(self.model(), GradientsParams::from_grads(grads, self.model()));
+                weighted.add(share / self.algo.mini_batches as f64, &[
+                    total_value,
+                    m.pg_loss,
+                    m.kl_loss.unwrap_or(0.0),
+                    m.entropy.unwrap_or(0.0),
+                    m.clip_frac,
+                ]);
+                stats.logprob_mismatch += mismatch;
+                stats.micro_batches += 1;
+            }
+            // 5. Clip and step.
+            let mut grads = acc.take();
+            let model = self.model.take().expect("present between updates");
+            let norm = if self.grad_clip > 0.0 {
+                clip_grad_norm(&model, &mut grads, self.grad_clip)
+            } else {
+                let norm = crate::optim::grad_norm(&model, &grads);
+                if norm.is_finite() { Ok(norm) } else { Err(crate::optim::OptimError::NonFiniteGradNorm(norm)) }
+            };
+            match norm {
+                Ok(norm) => {
+                    stats.grad_norm = norm;
+                    stats.lr = self.optim.lr();
+                    self.model = Some(self.optim.step(model, grads));
+                    stats.optimizer_steps += 1;
+                }
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(anyhow::anyhow!("skipped the update: {e}"));
+                }
+            }
+        }
+        let [total, pg, kl, entropy, clip] = weighted.values();
+        stats.loss = total;
+        stats.policy_loss = pg;
+        stats.kl = kl;
+        stats.entropy = entropy;
+        stats.clip_fraction = clip;
+        stats.logprob_mismatch /= valid_tokens as f64;
+        Ok(stats)
+    }
+
+    /// Response log-probs under the current weights without a graph (for several mini-batches).
+    fn log_probs_no_grad(&self, samples: &[TrainSample]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let model = self.model().valid();
+        let all: Vec<usize> = (0..samples.len()).collect();
+        let mut out = vec![vec![]; samples.len()];
+        for micro in self.micro_batches(samples, &all) {
+            let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| [samples[i].prompt.as_slice(), &samples[i].response].concat()).collect();
+            let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+            let prompt_lens: Vec<usize> = micro.iter().map(|&i| samples[i].prompt.len()).collect();
+            let (lp, _) = model.response_log_probs(&rows, &prompt_lens, self.temperature, false)?;
+            let width = lp.dims()[1];
+            let host = to_host(lp);
+            for (r, &i) in micro.iter().enumerate() {
+                out[i] = host[r * width..r * width + samples[i].response.len()].to_vec();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Splits `indices` into micro-batches whose padded size (rows x longest sequence) fits the token budget.
+    fn micro_batches(&self, samples: &[TrainSample], indices: &[usize]) -> Vec<Vec<usize>> {
+        let mut out: Vec<Vec<usize>> = vec![];
+        let mut current: Vec<usize> = vec![];
+        let mut longest = 0;
+        for &i in indices {
+            let len = samples[i].prompt.len() + samples[i].response.len();
+            let grown = longest.max(len);
+            if !current.is_empty() && grown * (current.len() + 1) > self.micro_batch_tokens {
+                out.push(std::mem::take(&mut current));
+                longest = 0;
+            }
+            longest = longest.max(len);
+            current.push(i);
+        }
+        if !current.is_empty() {
+            out.push(current);
+        }
+        out
+    }
+}
+
+/// Response masks `(n, longest)`.
+fn mask_tensor<B: burn::tensor::backend::Backend>(samples: &[TrainSample], longest: usize) -> Tensor<B, 2> {
+    let data: Vec<f32> = samples.iter().flat_map(|s| (0..longest).map(move |t| if t < s.response.len() { 1.0 } else { 0.0 })).collect();
+    Tensor::from_data(TensorData::new(data, [samples.len(), longest]), &Default::default())
+}
+
+fn to_host<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec().expect("f32 tensor data")
+}
+
+fn scalar<B: burn::tensor::backend::Backend>(t: &Tensor<B, 1>) -> f64 {
+    f64::from(to_host(t.clone())[0])
+}
+
+/// Running weighted means of a fixed set of metrics.
+#[derive(Debug, Default)]
+struct WeightedMeans {
+    sums: [f64; 5],
+    weight: f64,
+}
+
+impl WeightedMeans {
+    fn add(&mut self, w: f64, values: &[f64; 5]) {
+        for (s, v) in self.sums.iter_mut().zip(values) {
+            *s += w * v;
+        }
+        self.weight += w;
+    }
+    fn values(&self) -> [f64; 5] {
+        self.sums.map(|s| if self.weight > 0.0 { s / self.weight } else { 0.0 })
+    }
+}
