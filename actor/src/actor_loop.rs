@@ -231,22 +231,11 @@ async fn send_all<K: RolloutSink>(
 ) -> Result<(), ActorError> {
     for c in done {
         let Some(group) = groups.get_mut(&c.request_id) else { continue };
-        let rollout = Rollout {
-            id: format!("{}/{}", c.request_id, c.sample_index),
-            prompt_id: group.prompt_id.clone(),
-            group_id: c.request_id.clone(),
-            sample_index: c.sample_index as u32,
-            weight_version: c.weight_version,
-            prompt_token_ids: group.prompt.clone(),
-            response_token_ids: c.tokens,
-            log_probs: c.log_probs,
-            temperature: group.temperature,
-            finish_reason: c.finish_reason,
-            timings: c.timings,
-        };
+        let request_id = c.request_id.clone();
+        let rollout = c.into_rollout(group.prompt_id.clone(), group.prompt.clone(), group.temperature);
         group.remaining -= 1;
         if group.remaining == 0 {
-            groups.remove(&c.request_id);
+            groups.remove(&request_id);
         }
         sink.send(rollout).await?;
         report.rollouts += 1;

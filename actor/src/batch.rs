@@ -139,19 +139,8 @@ pub fn run_jsonl<B: Backend>(
     let out = std::fs::File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     let mut out = BufWriter::new(out);
     for c in done {
-        let rollout = Rollout {
-            id: format!("{}/{}", c.request_id, c.sample_index),
-            prompt_id: c.request_id.clone(),
-            group_id: c.request_id.clone(),
-            sample_index: c.sample_index as u32,
-            weight_version: c.weight_version,
-            prompt_token_ids: prompts[&c.request_id].1.clone(),
-            response_token_ids: c.tokens,
-            log_probs: c.log_probs,
-            temperature: job.params.sampling.temperature,
-            finish_reason: c.finish_reason,
-            timings: c.timings,
-        };
+        let (prompt_id, prompt) = (c.request_id.clone(), prompts[&c.request_id].1.clone());
+        let rollout = c.into_rollout(prompt_id, prompt, job.params.sampling.temperature);
         let response_text = tokenizer.decode(&rollout.response_token_ids, true)?;
         serde_json::to_writer(&mut out, &RolloutLine { rollout: &rollout, response_text })?;
         out.write_all(b"\n")?;

@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rlvr_common::model::{CausalLm, KvCache, ModelError};
-use rlvr_common::rollout::{FinishReason, RolloutTimings};
+use rlvr_common::rollout::{FinishReason, Rollout, RolloutTimings};
 use rlvr_common::weights::{WeightUpdate, WeightsError};
 
 use crate::sampling::{SamplingParams, sample};
@@ -92,6 +92,25 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     pub weight_version: u64,
     pub timings: RolloutTimings,
+}
+
+impl Completion {
+    /// The rollout record of this sample: `group_id` is the request id, the prompt the request's.
+    pub fn into_rollout(self, prompt_id: String, prompt: Vec<u32>, temperature: f32) -> Rollout {
+        Rollout {
+            id: format!("{}/{}", self.request_id, self.sample_index),
+            prompt_id,
+            sample_index: self.sample_index as u32,
+            weight_version: self.weight_version,
+            prompt_token_ids: prompt,
+            response_token_ids: self.tokens,
+            log_probs: self.log_probs,
+            temperature,
+            finish_reason: self.finish_reason,
+            timings: self.timings,
+            group_id: self.request_id,
+        }
+    }
 }
 
 /// Batch limits.
