@@ -4,7 +4,7 @@
 
 use burn::tensor::{Tensor, activation::log_softmax};
 use rlvr_common::checkpoint::SaveDtype;
-use rlvr_common::model::{CausalLm, Cpu, ModelConfig};
+use rlvr_common::model::{CausalLm, Cpu, CpuAutodiff, Entropy, ModelConfig};
 use serde_json::json;
 
 fn config(model_type: &str, tied: bool) -> ModelConfig {
@@ -169,7 +169,7 @@ fn response_log_probs_equal_the_full_forward_at_a_temperature() {
     let prompt_lens = [3, 1, 5];
     let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
     let temperature = 0.7;
-    let (lp, entropy) = model.response_log_probs(&rows, &prompt_lens, temperature, true).unwrap();
+    let (lp, entropy) = model.response_log_probs(&rows, &prompt_lens, temperature, Entropy::Metric).unwrap();
     let longest = seqs.iter().zip(prompt_lens).map(|(s, p)| s.len() - p).max().unwrap();
     assert_eq!(lp.dims(), [3, longest]);
     let (lp, entropy) = (to_vec(lp), to_vec(entropy.unwrap()));
@@ -189,5 +189,32 @@ fn response_log_probs_equal_the_full_forward_at_a_temperature() {
             assert!((entropy[b * longest + t] - want_h).abs() < 1e-4, "row {b} t {t} entropy");
         }
     }
-    assert!(model.response_log_probs(&rows, &[3, 7, 5], 1.0, false).is_err(), "a prompt filling its row");
+    assert!(model.response_log_probs(&rows, &[3, 7, 5], 1.0, Entropy::None).is_err(), "a prompt filling its row");
+}
+
+#[test]
+fn entropy_as_a_metric_stays_out_of_the_graph() {
+    let device = Default::default();
+    let model = CausalLm::<CpuAutodiff>::random(config("llama", true), 5, &device);
+    let seqs = [vec![1u32, 2, 3, 4, 5], vec![6, 7, 8, 9, 10]];
+    let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    let run = |mode| {
+        let (lp, entropy) = model.response_log_probs(&rows, &[2, 3], 1.0, mode).unwrap();
+        (lp, entropy.unwrap())
+    };
+    // The gradient of (0 x log-probs + entropy) with respect to the final norm's weight: zero when the
+    // entropy is outside the graph.
+    let entropy_grad = |mode| {
+        let (lp, entropy) = run(mode);
+        let grads = lp.sum().mul_scalar(0.0).add(entropy.clone().sum()).backward();
+        let grad = model.model.norm.weight.grad(&grads).expect("the final norm is in the graph");
+        (to_vec(entropy.inner()), to_vec(grad).iter().map(|g| g.abs()).sum::<f32>())
+    };
+    let (metric, metric_grad) = entropy_grad(Entropy::Metric);
+    let (tracked, tracked_grad) = entropy_grad(Entropy::Differentiable);
+    assert_eq!(metric_grad, 0.0, "Entropy::Metric is detached");
+    assert!(tracked_grad > 1e-6, "Entropy::Differentiable is tracked: {tracked_grad}");
+    // The same numbers either way.
+    assert!(metric.iter().zip(&tracked).all(|(a, b)| (a - b).abs() < 1e-6), "{metric:?} vs {tracked:?}");
+    assert!(metric.iter().any(|&h| h > 0.1), "a random model's entropy is far from 0: {metric:?}");
 }

@@ -8,6 +8,7 @@
 //! - [`optim`]: AdamW, global-norm gradient clipping and learning-rate schedules
 //! - [`trainer`]: one learner update from scored rollouts
 //! - [`eval`]: pass@1 / pass@k over seeds
+//! - [`memory`]: the allocator settings of the `rlvr` process
 //! - [`run`]: the embedded loop of `rlvr train`, checkpoints and resume
 //! - [`cli`]: the `rlvr` commands
 
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod memory;
 pub mod optim;
 pub mod reward;
 pub mod run;

@@ -14,7 +14,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use rlvr_common::checkpoint::{HostTensor, SaveDtype};
-use rlvr_common::model::{CausalLm, Cpu, CpuAutodiff, ModelConfig};
+use rlvr_common::model::{CausalLm, Cpu, CpuAutodiff, Entropy, ModelConfig};
 use serde::Serialize;
 
 use crate::algo::advantage::outcome_advantages;
@@ -170,7 +170,9 @@ impl Learner {
                 let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| [samples[i].prompt.as_slice(), &samples[i].response].concat()).collect();
                 let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
                 let prompt_lens: Vec<usize> = micro.iter().map(|&i| samples[i].prompt.len()).collect();
-                let (logp, entropy) = self.model().response_log_probs(&rows, &prompt_lens, self.temperature, true)?;
+                // The entropy is a metric unless the loss has an entropy bonus.
+                let entropy_mode = if self.algo.policy_loss.entropy_coeff == 0.0 { Entropy::Metric } else { Entropy::Differentiable };
+                let (logp, entropy) = self.model().response_log_probs(&rows, &prompt_lens, self.temperature, entropy_mode)?;
                 let width = logp.dims()[1];
                 let pick = |f: &dyn Fn(usize, usize) -> f32| -> Tensor<CpuAutodiff, 2> {
                     let data: Vec<f32> = micro.iter().flat_map(|&i| (0..width).map(move |t| (i, t))).map(|(i, t)| f(i, t)).collect();
@@ -202,7 +204,7 @@ impl Learner {
                 let loss_cfg = &self.algo.policy_loss;
                 let ref_log_prob = match (&self.reference, loss_cfg.kl) {
                     (Some(reference), Some(_)) => {
-                        let (ref_lp, _) = reference.response_log_probs(&rows, &prompt_lens, self.temperature, false)?;
+                        let (ref_lp, _) = reference.response_log_probs(&rows, &prompt_lens, self.temperature, Entropy::None)?;
                         Some(Tensor::<CpuAutodiff, 2>::from_data(ref_lp.into_data(), &device))
                     }
                     _ => None,
@@ -266,7 +268,7 @@ impl Learner {
             let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| [samples[i].prompt.as_slice(), &samples[i].response].concat()).collect();
             let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
             let prompt_lens: Vec<usize> = micro.iter().map(|&i| samples[i].prompt.len()).collect();
-            let (lp, _) = model.response_log_probs(&rows, &prompt_lens, self.temperature, false)?;
+            let (lp, _) = model.response_log_probs(&rows, &prompt_lens, self.temperature, Entropy::None)?;
             let width = lp.dims()[1];
             let host = to_host(lp);
             for (r, &i) in micro.iter().enumerate() {

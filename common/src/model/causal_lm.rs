@@ -28,6 +28,17 @@ pub struct Model<B: Backend> {
     pub norm: RmsNorm<B>,
 }
 
+/// What [`CausalLm::response_log_probs`] returns beside the log-probs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entropy {
+    /// No entropy.
+    None,
+    /// Each position's entropy, outside the autodiff graph: for logging, at no memory cost in backward.
+    Metric,
+    /// Each position's entropy, differentiable (for an entropy bonus in the loss).
+    Differentiable,
+}
+
 /// The body plus the LM head (`lm_head.weight`, absent when tied to the embeddings).
 #[derive(Module, Debug)]
 pub struct CausalLm<B: Backend> {
@@ -312,9 +323,9 @@ impl<B: Backend> CausalLm<B> {
 
     /// The learner's forward over prompt + response sequences: the log-probability of every response
     /// token under the sampling distribution at `temperature` (logits divided by it, as the actor
-    /// samples), and optionally each position's entropy. `rows[b]` is the whole sequence, whose first
-    /// `prompt_lens[b]` tokens are the prompt. Returns `(batch, longest response)` tensors, zero past a
-    /// row's response. Differentiable.
+    /// samples), and each position's entropy as `entropy` asks. `rows[b]` is the whole sequence, whose
+    /// first `prompt_lens[b]` tokens are the prompt. Returns `(batch, longest response)` tensors, zero
+    /// past a row's response. The log-probs are differentiable.
     ///
     /// Only the positions that predict response tokens go through the LM head, which for a small model
     /// with a large vocabulary is a good share of the compute (SmolLM2: 28M of 135M parameters).
@@ -323,7 +334,7 @@ impl<B: Backend> CausalLm<B> {
         rows: &[&[u32]],
         prompt_lens: &[usize],
         temperature: f32,
-        with_entropy: bool,
+        entropy: Entropy,
     ) -> Result<(Tensor<B, 2>, Option<Tensor<B, 2>>), ModelError> {
         let seq = self.check_tokens(rows)?;
         if prompt_lens.len() != rows.len() {
@@ -366,10 +377,13 @@ impl<B: Backend> CausalLm<B> {
         let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [batch, longest]), &self.device());
         let valid: Vec<f32> = (0..batch).flat_map(|b| (0..longest).map(move |t| if t < resp[b] { 1.0 } else { 0.0 })).collect();
         let valid = Tensor::<B, 2>::from_data(TensorData::new(valid, [batch, longest]), &self.device());
-        let entropy = with_entropy.then(|| {
-            let p = logp.clone().exp();
-            p.mul(logp.clone()).sum_dim(2).squeeze_dim::<2>(2).neg().mul(valid.clone())
-        });
+        let entropy_of = |logp: Tensor<B, 3>| logp.clone().exp().mul(logp).sum_dim(2).squeeze_dim::<2>(2).neg().mul(valid.clone());
+        let entropy = match entropy {
+            Entropy::None => None,
+            // Outside the graph: the (rows, positions, vocab) intermediates are not kept for backward.
+            Entropy::Metric => Some(entropy_of(logp.clone().detach())),
+            Entropy::Differentiable => Some(entropy_of(logp.clone())),
+        };
         let taken = logp.gather(2, targets.unsqueeze_dim(2)).squeeze_dim::<2>(2).mul(valid);
         Ok((taken, entropy))
     }

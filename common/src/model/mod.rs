@@ -16,7 +16,7 @@ mod layers;
 
 use std::path::PathBuf;
 
-pub use causal_lm::{CausalLm, Model};
+pub use causal_lm::{CausalLm, Entropy, Model};
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use kv_cache::KvCache;
 pub use layers::{Attention, DecoderLayer, Embedding, Linear, Mlp, RmsNorm};
