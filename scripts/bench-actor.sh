@@ -50,7 +50,7 @@ PY
 head -n 1 "$WORK/prompts.jsonl" > "$WORK/one.jsonl"
 
 # Peak resident memory of a command, in bytes (GNU time's "Maximum resident set size", in KiB).
-peak_rss() { awk -F': ' '/Maximum resident set size/ {print $2 * 1024}' "$1"; }
+peak_rss() { awk -F': ' '/Maximum resident set size/ {printf "%.0f\n", $2 * 1024}' "$1"; }
 
 run_rlvr() { # prompts n out
   RAYON_NUM_THREADS="$THREADS" /usr/bin/time -v "$BIN" generate --model "$MODEL" --input "$1" --output "$WORK/$3.jsonl" \
