@@ -14,23 +14,10 @@
 #   RESULT actor_tokens_per_s=<rlvr, batch> baseline=<transformers, batch> ratio=<rlvr/transformers> ...
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-
-THREADS="${THREADS:-$(nproc)}"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 PROMPTS="${PROMPTS:-32}"
 SAMPLES="${SAMPLES:-8}"
 MAX_NEW="${MAX_NEW:-256}"
-MODEL="$ROOT/models/smollm2-135m-instruct"
-[ -f "$MODEL/model.safetensors" ] || scripts/setup-model.sh
-
-VENV="$ROOT/.venv-ref"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet -r scripts/fixtures/requirements.txt
-fi
 
 cargo build --quiet --release -p rlvr-learner
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rlvr"
@@ -60,7 +47,7 @@ run_rlvr() { # prompts n out
   sed -n 's/.* rollouts, \([0-9]*\) tokens in \([0-9.]*\)s (\([0-9.]*\) tokens\/s).*/\1 \2 \3/p' "$WORK/$3.err"
 }
 run_hf() { # prompts n out
-  "$VENV/bin/python" scripts/bench-actor/hf_generate.py "$MODEL" "$1" --n "$2" --max-new-tokens "$MAX_NEW" \
+  "$PY" scripts/bench-actor/hf_generate.py "$MODEL" "$1" --n "$2" --max-new-tokens "$MAX_NEW" \
     --temperature 1.0 --threads "$THREADS" > "$WORK/$3.json"
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["tokens"], round(d["seconds"],3), round(d["tokens_per_s"],2), d["peak_rss_bytes"])' "$WORK/$3.json"
 }

@@ -20,41 +20,15 @@
 #          rlvr_peak_rss_mib=... torch_peak_rss_mib=... grad_norm_rel_diff=...
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-
-THREADS="${THREADS:-$(nproc)}"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 ROWS="${ROWS:-16}"
 SEQ="${SEQ:-256}"
 PROMPT_LEN="${PROMPT_LEN:-64}"
 GROUP="${GROUP:-8}"
 WARMUP="${WARMUP:-1}"
 REPEATS="${REPEATS:-3}"
-MODEL="$ROOT/models/smollm2-135m-instruct"
-[ -f "$MODEL/model.safetensors" ] || scripts/setup-model.sh
-
-VENV="$ROOT/.venv-ref"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet -r scripts/fixtures/requirements.txt
-fi
-PY="$VENV/bin/python"
-
-# The bench binary's path (cargo names it with a hash).
-BIN=$(cargo bench --quiet -p rlvr-learner --bench step --no-run --message-format=json |
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "step" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$BIN" ] || { echo "cannot find the learner bench binary" >&2; exit 1; }
-
+BIN=$(bench_bin rlvr-learner step)
 export RAYON_NUM_THREADS="$THREADS"
-# Runs a command under GNU time, its stdout to $WORK/$1.out, time's report and stderr to $WORK/$1.err.
-timed() { local name=$1; shift; /usr/bin/time -v "$@" > "$WORK/$name.out" 2> "$WORK/$name.err" ||
-  { cat "$WORK/$name.err" >&2; exit 1; }; }
 
 echo "threads=$THREADS rows=$ROWS seq=$SEQ prompt_len=$PROMPT_LEN group=$GROUP warmup=$WARMUP repeats=$REPEATS" \
   "load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""

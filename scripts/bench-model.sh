@@ -31,12 +31,7 @@
 #          torch_train_step_s=... rlvr_generate_tok_s=... torch_generate_tok_s=... (one line)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-
-THREADS="${THREADS:-$(nproc)}"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 BATCH="${BATCH:-8}"
 SEQ="${SEQ:-128}"
 PROMPT_LEN="${PROMPT_LEN:-32}"
@@ -44,24 +39,7 @@ NEW="${NEW:-128}"
 WARMUP="${WARMUP:-1}"
 REPEATS="${REPEATS:-3}"
 TOL="${TOL:-1e-3}"
-MODEL="$ROOT/models/smollm2-135m-instruct"
-[ -f "$MODEL/model.safetensors" ] || scripts/setup-model.sh
-
-VENV="$ROOT/.venv-ref"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet -r scripts/fixtures/requirements.txt
-fi
-PY="$VENV/bin/python"
-
-# The bench binary's path (cargo names it with a hash).
-BIN=$(cargo bench --quiet -p rlvr-common --bench model --no-run --message-format=json |
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "model" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$BIN" ] || { echo "cannot find the model bench binary" >&2; exit 1; }
+BIN=$(bench_bin rlvr-common model)
 
 # The numbers of a mode's `JSON {...}` line: json_get FILE KEY...
 json_get() {
@@ -72,15 +50,10 @@ report = next(json.loads(l[5:]) for l in open(path) if l.startswith("JSON "))
 print(" ".join(str(report[k]) for k in keys))
 PY
 }
-# Peak resident memory in MiB from GNU time's report ("Maximum resident set size", in KiB).
-peak_rss_mib() { awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$1"; }
 # The shared arguments of each side's train and generate runs.
 RLVR_ARGS=(--model "$MODEL" --tokens "$WORK/tokens.json" --warmup "$WARMUP" --repeats "$REPEATS" --new "$NEW")
 TORCH_ARGS=("$MODEL" "$WORK/tokens.json" --threads "$THREADS" --warmup "$WARMUP" --repeats "$REPEATS" --new "$NEW")
 export RAYON_NUM_THREADS="$THREADS"
-# Runs a command under GNU time, its stdout to $WORK/$1.out, time's report and stderr to $WORK/$1.err.
-timed() { local name=$1; shift; /usr/bin/time -v "$@" > "$WORK/$name.out" 2> "$WORK/$name.err" ||
-  { cat "$WORK/$name.err" >&2; exit 1; }; }
 
 echo "threads=$THREADS batch=$BATCH seq=$SEQ prompt_len=$PROMPT_LEN new=$NEW warmup=$WARMUP repeats=$REPEATS" \
   "load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""

@@ -4,7 +4,7 @@ aggregation), on HF transformers (float32, default attention), beside rlvr's lea
 
   torch_step.py batch MODEL OUT.json --rows N --seq L --prompt-len P --group G
       the shared batch: N rows of L random ids (seed 0), the first P the prompt; rows in groups of G
-      with fixed 0/1 rewards (each group mixed, so every advantage is non-zero)
+      with fixed 0/1 rewards (each group of two or more mixed, so every advantage is non-zero)
   torch_step.py step  MODEL BATCH.json --threads T --warmup W --repeats R
       median seconds of one update: forward (LM head on the response positions only, as rlvr does),
       log-softmax + gather, entropy (a metric, no gradient), GRPO advantages, PPO-clip (0.2) token-mean
@@ -38,10 +38,12 @@ def make_batch(args):
     pattern = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
     rewards = [pattern[(i + i // args.group) % len(pattern)] for i in range(args.rows)]
     groups = [i // args.group for i in range(args.rows)]
-    for gid in set(groups):
-        members = [r for r, k in zip(rewards, groups) if k == gid]
-        if len(set(members)) < 2:
-            sys.exit(f"group {gid} has all-equal rewards {members}: choose another --group")
+    if args.group < 2:
+        sys.exit("--group must be at least 2: GRPO's advantages of a group of one are all zero")
+    for start in range(0, args.rows, args.group):
+        members = rewards[start : start + args.group]
+        if len(members) > 1 and len(set(members)) == 1:
+            rewards[start] = 1.0 - rewards[start]  # every group mixed: no all-zero advantages
     with open(args.file, "w") as f:
         json.dump({"rows": rows, "prompt_len": args.prompt_len, "rewards": rewards, "groups": groups}, f)
 
