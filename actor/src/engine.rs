@@ -18,6 +18,7 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rayon::prelude::*;
 use rlvr_common::model::{CausalLm, KvCache, ModelError};
 use rlvr_common::rollout::{FinishReason, Rollout, RolloutTimings};
 use rlvr_common::weights::{WeightUpdate, WeightsError};
@@ -486,12 +487,13 @@ impl<B: Backend> Engine<B> {
 }
 
 /// Samples one token per sample `j`, from row `rows[j]` of `logits` `(rows, vocab)`, with the sample's
-/// own parameters and RNG.
+/// own parameters and RNG. Rows are sampled in parallel (each owns its RNG, so the result does not
+/// depend on the thread count or the order).
 fn sample_rows_of<B: Backend>(samples: &mut [Sample], logits: burn::tensor::Tensor<B, 2>, rows: &[usize]) -> Vec<(u32, f32)> {
     let [_, vocab] = logits.dims();
     let flat: Vec<f32> = logits.into_data().convert::<f32>().into_vec().expect("f32 logits");
     samples
-        .iter_mut()
+        .par_iter_mut()
         .zip(rows)
         .map(|(s, &r)| sample(&flat[r * vocab..(r + 1) * vocab], &s.request.params.sampling, &mut s.rng))
         .collect()

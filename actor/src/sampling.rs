@@ -63,21 +63,23 @@ impl SamplingParams {
 
 /// Log-softmax of `logits / temperature` (temperature 0 is treated as 1 for the recorded log-prob).
 pub fn log_probs(logits: &[f32], temperature: f32) -> Vec<f32> {
-    let (scale, max, log_z) = normaliser(logits, temperature);
+    let (scale, max, sum) = normaliser(logits, temperature);
+    let log_z = sum.ln() as f32;
     logits.iter().map(|&l| (l - max) * scale - log_z).collect()
 }
 
-/// `(1 / t, max logit, log Σ exp((l - max) / t))`, the sum in f64.
-fn normaliser(logits: &[f32], temperature: f32) -> (f32, f32, f32) {
+/// `(1 / t, max logit, Σ exp((l - max) / t))`, the sum in f64.
+fn normaliser(logits: &[f32], temperature: f32) -> (f32, f32, f64) {
     let scale = if temperature > 0.0 { 1.0 / temperature } else { 1.0 };
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&l| f64::from(((l - max) * scale).exp())).sum();
-    (scale, max, sum.ln() as f32)
+    (scale, max, sum)
 }
 
 /// Picks the next token from one row of logits; returns it and its log-prob (see the module docs).
 pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng) -> (u32, f32) {
-    let (scale, max, log_z) = normaliser(logits, params.temperature);
+    let (scale, max, sum) = normaliser(logits, params.temperature);
+    let log_z = sum.ln() as f32;
     let lp = |i: usize| (logits[i] - max) * scale - log_z;
     if params.temperature <= 0.0 {
         // Greedy; ties go to the lowest id, as torch's argmax does.
@@ -104,10 +106,8 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng) -> (u
         last
     };
     let token = match kept {
-        None => {
-            let total: f32 = (0..logits.len()).map(weight).sum();
-            choose(&mut (0..logits.len()), total, rng)
-        }
+        // Nothing cut: the normaliser's sum is the total (one pass over the vocabulary saved).
+        None => choose(&mut (0..logits.len()), sum as f32, rng),
         Some(ids) => {
             let total: f32 = ids.iter().map(|&i| weight(i)).sum();
             choose(&mut ids.iter().copied(), total, rng)
