@@ -95,7 +95,19 @@ impl Learner {
             },
         };
         let optim = match resume {
-            Some(dir) => AdamW::load(dir, &model)?,
+            Some(dir) => {
+                // A resumed run continues the same run: the checkpoint's optimiser settings win.
+                let optim = AdamW::load(dir, &model)?;
+                if optim.config() != &adam {
+                    tracing::warn!(
+                        "resuming {}: the optimiser keeps the checkpoint's settings {:?}, not the run config's {:?}; start a new run (no --resume) to change them",
+                        dir.display(),
+                        optim.config(),
+                        adam
+                    );
+                }
+                optim
+            }
             None => AdamW::new(adam)?,
         };
         Ok(Self {
