@@ -6,8 +6,9 @@
 #
 # SmolLM2-135M-Instruct (models/, made by scripts/setup-model.sh, run here if missing); chat prompts;
 # temperature 1.0, no top-p/top-k. Two configurations: PROMPTS x SAMPLES (default 32 x 8, one group of
-# SAMPLES per prompt, sharing its prefill) and batch 1 (one prompt, one sample). Both stop at EOS or
-# MAX_NEW tokens (default 256); throughput counts generated tokens. Peak memory is each process's
+# SAMPLES per prompt, sharing its prefill), stopping at EOS or MAX_NEW tokens (default 256), and batch 1
+# (one prompt, one sample) with EOS ignored on both sides (`--ignore-eos`, min_new_tokens), so both
+# generate exactly MAX_NEW tokens; throughput counts generated tokens. Peak memory is each process's
 # maximum resident set size. The PyTorch side runs in .venv-ref/ (created from
 # scripts/fixtures/requirements.txt if missing). Environment: THREADS (default: all cores), PROMPTS,
 # SAMPLES, MAX_NEW. Last line:
@@ -39,16 +40,16 @@ head -n 1 "$WORK/prompts.jsonl" > "$WORK/one.jsonl"
 # Peak resident memory of a command, in bytes (GNU time's "Maximum resident set size", in KiB).
 peak_rss() { awk -F': ' '/Maximum resident set size/ {printf "%.0f\n", $2 * 1024}' "$1"; }
 
-run_rlvr() { # prompts n out
+run_rlvr() { # prompts n out [extra flags]
   RAYON_NUM_THREADS="$THREADS" /usr/bin/time -v "$BIN" generate --model "$MODEL" --input "$1" --output "$WORK/$3.jsonl" \
     --n "$2" --max-new-tokens "$MAX_NEW" --temperature 1.0 --top-p 1.0 --top-k 0 --seed 0 --max-batch 256 --quiet \
-    2> "$WORK/$3.err" || { cat "$WORK/$3.err" >&2; exit 1; }
+    "${@:4}" 2> "$WORK/$3.err" || { cat "$WORK/$3.err" >&2; exit 1; }
   # "<rollouts> rollouts, <tokens> tokens in <secs>s (<tps> tokens/s), ..."
   sed -n 's/.* rollouts, \([0-9]*\) tokens in \([0-9.]*\)s (\([0-9.]*\) tokens\/s).*/\1 \2 \3/p' "$WORK/$3.err"
 }
-run_hf() { # prompts n out
+run_hf() { # prompts n out [extra flags]
   "$PY" scripts/bench-actor/hf_generate.py "$MODEL" "$1" --n "$2" --max-new-tokens "$MAX_NEW" \
-    --temperature 1.0 --threads "$THREADS" > "$WORK/$3.json"
+    --temperature 1.0 --threads "$THREADS" "${@:4}" > "$WORK/$3.json"
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["tokens"], round(d["seconds"],3), round(d["tokens_per_s"],2), d["peak_rss_bytes"])' "$WORK/$3.json"
 }
 
@@ -58,9 +59,9 @@ R_MEM=$(peak_rss "$WORK/rlvr_batch.err")
 echo "rlvr         ${PROMPTS}x${SAMPLES}: $R_TOK tokens in ${R_SEC}s = $R_TPS tokens/s, peak RSS $((R_MEM / 1048576)) MiB"
 read -r H_TOK H_SEC H_TPS H_MEM < <(run_hf "$WORK/prompts.jsonl" "$SAMPLES" hf_batch)
 echo "transformers ${PROMPTS}x${SAMPLES}: $H_TOK tokens in ${H_SEC}s = $H_TPS tokens/s, peak RSS $((H_MEM / 1048576)) MiB"
-read -r R1_TOK R1_SEC R1_TPS < <(run_rlvr "$WORK/one.jsonl" 1 rlvr_one)
+read -r R1_TOK R1_SEC R1_TPS < <(run_rlvr "$WORK/one.jsonl" 1 rlvr_one --ignore-eos)
 echo "rlvr         batch 1: $R1_TOK tokens in ${R1_SEC}s = $R1_TPS tokens/s"
-read -r H1_TOK H1_SEC H1_TPS H1_MEM < <(run_hf "$WORK/one.jsonl" 1 hf_one)
+read -r H1_TOK H1_SEC H1_TPS H1_MEM < <(run_hf "$WORK/one.jsonl" 1 hf_one --ignore-eos)
 echo "transformers batch 1: $H1_TOK tokens in ${H1_SEC}s = $H1_TPS tokens/s"
 
 python3 - "$R_TPS" "$H_TPS" "$R1_TPS" "$H1_TPS" "$R_MEM" "$H_MEM" <<'PY'

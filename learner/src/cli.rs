@@ -151,6 +151,10 @@ pub struct GenerateArgs {
     pub system: Option<String>,
     #[arg(long, env = "RLVR_MAX_NEW_TOKENS", default_value_t = 64)]
     pub max_new_tokens: usize,
+    /// Do not stop at the end-of-sequence token: every sample runs to --max-new-tokens (or a --stop
+    /// string), as vLLM's `ignore_eos`; for benchmarks with a fixed amount of work.
+    #[arg(long, env = "RLVR_IGNORE_EOS")]
+    pub ignore_eos: bool,
     /// 0 is greedy decoding.
     #[arg(long, env = "RLVR_TEMPERATURE", default_value_t = 0.0)]
     pub temperature: f32,
@@ -304,9 +308,14 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     let tokenizer = Tokenizer::from_dir(&args.model)
         .with_context(|| format!("while loading the tokenizer from {}", args.model.display()))?;
     eprintln!("loaded {} in {:.1}s", args.model.display(), start.elapsed().as_secs_f64());
+    let stop_token_ids = if args.ignore_eos {
+        vec![]
+    } else {
+        let mut ids = model.config.eos_token_ids.clone();
+        ids.extend(tokenizer.eos_token_id());
+        ids
+    };
     if let (Some(input), Some(output)) = (&args.input, &args.output) {
-        let mut stop_token_ids = model.config.eos_token_ids.clone();
-        stop_token_ids.extend(tokenizer.eos_token_id());
         let job = BatchJob {
             params: RequestParams {
                 sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, min_p: args.min_p },
@@ -348,8 +357,6 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
         };
         prompts.push(ids);
     }
-    let mut stop_token_ids = model.config.eos_token_ids.clone();
-    stop_token_ids.extend(tokenizer.eos_token_id());
     let params = GenerateParams {
         sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, min_p: args.min_p },
         max_new_tokens: args.max_new_tokens,

@@ -19,6 +19,8 @@ def main():
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ignore-eos", action="store_true",
+                    help="never stop at EOS: every sample runs to --max-new-tokens (min_new_tokens)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -43,6 +45,7 @@ def main():
             top_p=1.0,
             top_k=0,
             max_new_tokens=args.max_new_tokens,
+            min_new_tokens=args.max_new_tokens if args.ignore_eos else None,
             num_return_sequences=args.n,
             pad_token_id=tok.pad_token_id,
         )
@@ -52,7 +55,7 @@ def main():
     for row in new:
         for t in row:
             tokens += 1
-            if t in eos:
+            if t in eos and not args.ignore_eos:
                 break
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"tokens": tokens, "seconds": secs, "tokens_per_s": tokens / secs, "peak_rss_bytes": peak}))
