@@ -16,8 +16,8 @@
 # start from the same weights and batch, so they must agree (the norm to about 1e-3 relative).
 #
 # Environment: THREADS (default: all cores), ROWS, SEQ, PROMPT_LEN, GROUP, WARMUP, REPEATS. Last line:
-#   RESULT learner_step_ratio=<rlvr s / torch s: above 1 = rlvr slower> rlvr_step_s=... torch_step_s=...
-#          rlvr_peak_rss_mib=... torch_peak_rss_mib=... grad_norm_rel_diff=...
+#   RESULT learner_step_s=<rlvr s> baseline=<torch s> ratio=<rlvr s / torch s: above 1 = rlvr slower>
+#          learner_step_ratio=<the same> rlvr_peak_rss_mib=... torch_peak_rss_mib=... grad_norm_rel_diff=...
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
@@ -54,7 +54,8 @@ for name, x in (("rlvr   ", r), ("pytorch", t)):
           f"peak RSS {x['peak_mib']:.0f} MiB, first update loss {x['first_loss']:.6f} "
           f"grad norm {x['first_grad_norm']:.6f}")
 rel = abs(r["first_grad_norm"] - t["first_grad_norm"]) / t["first_grad_norm"]
-print(f"RESULT learner_step_ratio={r['step_s'] / t['step_s']:.3f} rlvr_step_s={r['step_s']:.3f} "
-      f"torch_step_s={t['step_s']:.3f} rlvr_peak_rss_mib={r['peak_mib']:.0f} "
+ratio = r['step_s'] / t['step_s']
+print(f"RESULT learner_step_s={r['step_s']:.3f} baseline={t['step_s']:.3f} ratio={ratio:.3f} "
+      f"learner_step_ratio={ratio:.3f} rlvr_peak_rss_mib={r['peak_mib']:.0f} "
       f"torch_peak_rss_mib={t['peak_mib']:.0f} grad_norm_rel_diff={rel:.2e}")
 PY

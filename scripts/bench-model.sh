@@ -26,9 +26,9 @@
 #
 # Environment: THREADS (default: all cores), BATCH, SEQ, PROMPT_LEN, NEW, WARMUP, REPEATS, TOL, and
 # PERF=1 to also profile one rlvr train step with `perf record -g` and print its top symbols. Last line:
-#   RESULT model_train_step_ratio=<rlvr s / torch s: above 1 = rlvr slower>
-#          generate_ratio=<rlvr s per token / torch s per token: above 1 = rlvr slower> rlvr_train_step_s=...
-#          torch_train_step_s=... rlvr_generate_tok_s=... torch_generate_tok_s=... (one line)
+#   RESULT model_train_step_s=<rlvr s> baseline=<torch s> ratio=<rlvr s / torch s: above 1 = rlvr slower>
+#          model_train_step_ratio=<the same> generate_ratio=<rlvr s per token / torch s per token: above 1 =
+#          rlvr slower> rlvr_generate_tok_s=... torch_generate_tok_s=... (one line)
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
@@ -106,8 +106,8 @@ fi
 python3 - "$R_STEP" "$T_STEP" "$R_TPS" "$T_TPS" "$R_MEM" "$T_MEM" <<'PY'
 import sys
 rs, ts, rg, tg, rm, tm = map(float, sys.argv[1:])
-print(f"RESULT model_train_step_ratio={rs / ts:.3f} generate_ratio={tg / rg:.3f} "
-      f"rlvr_train_step_s={rs:.3f} torch_train_step_s={ts:.3f} "
+print(f"RESULT model_train_step_s={rs:.3f} baseline={ts:.3f} ratio={rs / ts:.3f} "
+      f"model_train_step_ratio={rs / ts:.3f} generate_ratio={tg / rg:.3f} "
       f"rlvr_generate_tok_s={rg:.2f} torch_generate_tok_s={tg:.2f} "
       f"rlvr_train_peak_rss_mib={rm:.0f} torch_train_peak_rss_mib={tm:.0f}")
 PY
