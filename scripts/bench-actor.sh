@@ -37,9 +37,6 @@ for i in range(n):
 PY
 head -n 1 "$WORK/prompts.jsonl" > "$WORK/one.jsonl"
 
-# Peak resident memory of a command, in bytes (GNU time's "Maximum resident set size", in KiB).
-peak_rss() { awk -F': ' '/Maximum resident set size/ {printf "%.0f\n", $2 * 1024}' "$1"; }
-
 run_rlvr() { # prompts n out [extra flags]
   RAYON_NUM_THREADS="$THREADS" /usr/bin/time -v "$BIN" generate --model "$MODEL" --input "$1" --output "$WORK/$3.jsonl" \
     --n "$2" --max-new-tokens "$MAX_NEW" --temperature 1.0 --top-p 1.0 --top-k 0 --seed 0 --max-batch 256 --quiet \
@@ -50,15 +47,15 @@ run_rlvr() { # prompts n out [extra flags]
 run_hf() { # prompts n out [extra flags]
   "$PY" scripts/bench-actor/hf_generate.py "$MODEL" "$1" --n "$2" --max-new-tokens "$MAX_NEW" \
     --temperature 1.0 --threads "$THREADS" "${@:4}" > "$WORK/$3.json"
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["tokens"], round(d["seconds"],3), round(d["tokens_per_s"],2), d["peak_rss_bytes"])' "$WORK/$3.json"
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["tokens"], round(d["seconds"],3), round(d["tokens_per_s"],2), round(d["peak_rss_bytes"] / 2**20))' "$WORK/$3.json"
 }
 
 echo "threads=$THREADS prompts=$PROMPTS samples=$SAMPLES max_new=$MAX_NEW"
 read -r R_TOK R_SEC R_TPS < <(run_rlvr "$WORK/prompts.jsonl" "$SAMPLES" rlvr_batch)
-R_MEM=$(peak_rss "$WORK/rlvr_batch.err")
-echo "rlvr         ${PROMPTS}x${SAMPLES}: $R_TOK tokens in ${R_SEC}s = $R_TPS tokens/s, peak RSS $((R_MEM / 1048576)) MiB"
+R_MEM=$(peak_rss_mib "$WORK/rlvr_batch.err")
+echo "rlvr         ${PROMPTS}x${SAMPLES}: $R_TOK tokens in ${R_SEC}s = $R_TPS tokens/s, peak RSS $R_MEM MiB"
 read -r H_TOK H_SEC H_TPS H_MEM < <(run_hf "$WORK/prompts.jsonl" "$SAMPLES" hf_batch)
-echo "transformers ${PROMPTS}x${SAMPLES}: $H_TOK tokens in ${H_SEC}s = $H_TPS tokens/s, peak RSS $((H_MEM / 1048576)) MiB"
+echo "transformers ${PROMPTS}x${SAMPLES}: $H_TOK tokens in ${H_SEC}s = $H_TPS tokens/s, peak RSS $H_MEM MiB"
 read -r R1_TOK R1_SEC R1_TPS < <(run_rlvr "$WORK/one.jsonl" 1 rlvr_one --ignore-eos)
 echo "rlvr         batch 1: $R1_TOK tokens in ${R1_SEC}s = $R1_TPS tokens/s"
 read -r H1_TOK H1_SEC H1_TPS H1_MEM < <(run_hf "$WORK/one.jsonl" 1 hf_one --ignore-eos)
@@ -69,5 +66,5 @@ import sys
 r, h, r1, h1, rm, hm = map(float, sys.argv[1:])
 print(f"RESULT actor_tokens_per_s={r:.2f} baseline={h:.2f} ratio={r / h:.3f} "
       f"batch1_tokens_per_s={r1:.2f} batch1_baseline={h1:.2f} batch1_ratio={r1 / h1:.3f} "
-      f"peak_rss_mib={rm / 2**20:.0f} baseline_peak_rss_mib={hm / 2**20:.0f}")
+      f"peak_rss_mib={rm:.0f} baseline_peak_rss_mib={hm:.0f}")
 PY

@@ -39,15 +39,14 @@ timed rlvr "$BIN" --model "$MODEL" --batch "$WORK/batch.json" --warmup "$WARMUP"
 timed torch "$PY" scripts/bench-learner/torch_step.py step "$MODEL" "$WORK/batch.json" --threads "$THREADS" \
   --warmup "$WARMUP" --repeats "$REPEATS"
 
-python3 - "$WORK" <<'PY'
-import json, re, sys
+python3 - "$WORK" "$(peak_rss_mib "$WORK/rlvr.err")" "$(peak_rss_mib "$WORK/torch.err")" <<'PY'
+import json, sys
 work = sys.argv[1]
-def report(name):
+def report(name, peak_mib):
     r = next(json.loads(l[5:]) for l in open(f"{work}/{name}.out") if l.startswith("JSON "))
-    err = open(f"{work}/{name}.err").read()
-    r["peak_mib"] = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1)) / 1024
+    r["peak_mib"] = float(peak_mib)
     return r
-r, t = report("rlvr"), report("torch")
+r, t = report("rlvr", sys.argv[2]), report("torch", sys.argv[3])
 for name, x in (("rlvr   ", r), ("pytorch", t)):
     times = ", ".join(f"{s:.2f}" for s in x["all_s"])
     print(f"{name} update {x['rows']}x{x['tokens'] // x['rows']}: {x['step_s']:.3f}s median ({times}), "

@@ -106,9 +106,15 @@ fn main() -> Result<()> {
         }
     }
     let first = first.context("no update ran")?;
+    // The median as Python's `statistics.median` takes it (the PyTorch side's), the middle two averaged.
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
-    let median = if sorted.is_empty() { f64::NAN } else { sorted[sorted.len() / 2] };
+    let mid = sorted.len() / 2;
+    let median = match sorted.len() {
+        0 => f64::NAN,
+        len if len % 2 == 1 => sorted[mid],
+        _ => (sorted[mid - 1] + sorted[mid]) / 2.0,
+    };
     let report = json!({
         "rows": n, "tokens": tokens, "prompt_len": batch.prompt_len, "warmup": warmup, "repeats": repeats,
         "step_s": median, "all_s": times,
