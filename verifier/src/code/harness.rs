@@ -41,7 +41,7 @@ pub(crate) fn harness_args(sandbox: &Sandbox) -> Vec<String> {
         None => {
             let limits = RunLimits { wall_time: Duration::from_secs(60), ..RunLimits::default() };
             let hex = sandbox
-                .run(&["python", "-S", "-B", "-c", MARSHAL], HARNESS.as_bytes().to_vec(), &limits)
+                .run(&[sandbox.interpreter_args(), &["-c", MARSHAL]].concat(), HARNESS.as_bytes().to_vec(), &limits)
                 .ok()
                 .filter(|o| o.status == RunStatus::Exited(0) && !o.stdout.is_empty())
                 .and_then(|o| String::from_utf8(o.stdout).ok())
@@ -53,10 +53,10 @@ pub(crate) fn harness_args(sandbox: &Sandbox) -> Vec<String> {
             hex
         }
     };
-    let base = ["python", "-S", "-B", "-c"].map(String::from);
+    let base = sandbox.interpreter_args().iter().chain(&["-c"]).map(|s| s.to_string());
     match hex {
-        Some(hex) => base.into_iter().chain([BOOT.to_string(), hex.to_string()]).collect(),
-        None => base.into_iter().chain([HARNESS.to_string()]).collect(),
+        Some(hex) => base.chain([BOOT.to_string(), hex.to_string()]).collect(),
+        None => base.chain([HARNESS.to_string()]).collect(),
     }
 }
 

