@@ -125,11 +125,38 @@ pub struct AlgorithmSection {
     pub policy_loss: PolicyLossConfig,
     /// Optimiser steps per rollout batch (the batch is split into this many mini-batches, in order).
     pub mini_batches: usize,
+    /// The critic, trained only with `advantage.estimator = "gae"`.
+    pub critic: CriticSection,
 }
 
 impl Default for AlgorithmSection {
     fn default() -> Self {
-        Self { advantage: AdvantageConfig::default(), policy_loss: PolicyLossConfig::default(), mini_batches: 1 }
+        Self {
+            advantage: AdvantageConfig::default(),
+            policy_loss: PolicyLossConfig::default(),
+            mini_batches: 1,
+            critic: CriticSection::default(),
+        }
+    }
+}
+
+/// `[algorithm.critic]`: PPO's value model (the policy's transformer with a scalar head, initialised
+/// from the policy's weights), used when `algorithm.advantage.estimator = "gae"`. verl's defaults:
+/// AdamW at 1e-5 (the policy's betas, eps and weight decay, a constant schedule), value clipping at 0.5,
+/// token-mean loss, grad-norm clip 1.0; one critic step per policy step, on the same mini-batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriticSection {
+    pub lr: f64,
+    /// A value may move at most this far from its rollout-time value in one update (`cliprange_value`).
+    pub value_clip: f64,
+    /// Global gradient-norm clip of the critic (0 = off).
+    pub grad_clip: f64,
+}
+
+impl Default for CriticSection {
+    fn default() -> Self {
+        Self { lr: 1e-5, value_clip: 0.5, grad_clip: 1.0 }
     }
 }
 
@@ -235,8 +262,15 @@ impl RunConfig {
                 r.group_size
             );
         }
-        if estimator == AdvantageEstimator::Gae {
-            bail!("`algorithm.advantage.estimator = \"gae\"` needs a value head, which the embedded loop does not train yet; use \"grpo\", \"dr_grpo\", \"rloo\", \"reinforce_plus_plus\" or \"reinforce_plus_plus_baseline\"");
+        let c = &a.critic;
+        if !(c.lr.is_finite() && c.lr > 0.0) {
+            bail!("`algorithm.critic.lr` is {}: it must be above 0 (verl uses 1e-5)", c.lr);
+        }
+        if !(c.value_clip.is_finite() && c.value_clip > 0.0) {
+            bail!("`algorithm.critic.value_clip` is {}: it must be above 0 (verl uses 0.5)", c.value_clip);
+        }
+        if !(c.grad_clip.is_finite() && c.grad_clip >= 0.0) {
+            bail!("`algorithm.critic.grad_clip` is {}: it must be 0 (off) or above", c.grad_clip);
         }
         a.advantage.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         a.policy_loss.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -301,12 +335,20 @@ impl RunConfig {
         // floats per token per hidden unit per layer, Korthikanti et al. 2022, plus the logits).
         let vocab_bytes = |rows: usize| rows * 49_152 * 4 * 3;
         let weights = params * 4;
-        let memory = weights * 4 + per_micro * seq * (34 * 576 * 30 * 4) + vocab_bytes(per_micro * seq);
+        let mut memory = weights * 4 + per_micro * seq * (34 * 576 * 30 * 4) + vocab_bytes(per_micro * seq);
+        let critic = a.advantage.estimator == AdvantageEstimator::Gae;
+        if critic {
+            // A second model with its own grads and Adam moments; its micro-batches have no logits.
+            memory += weights * 4;
+        }
         vec![
             ("prompts per step".into(), format!("{}", d.prompts_per_step)),
             ("samples per step".into(), format!("{samples} ({} prompts x group_size {})", d.prompts_per_step, r.group_size)),
             ("tokens per step (at most)".into(), format!("{tokens} (prompt ~{prompt_tokens} + {} new per sample)", r.max_new_tokens)),
-            ("optimiser steps per rollout batch".into(), format!("{}", a.mini_batches)),
+            (
+                "optimiser steps per rollout batch".into(),
+                if critic { format!("{} (and as many critic steps)", a.mini_batches) } else { format!("{}", a.mini_batches) },
+            ),
             ("micro-batches per step".into(), format!("{micro} (~{per_micro} sequences of <= {seq} tokens in {} tokens)", rt.micro_batch_tokens)),
             ("total samples".into(), format!("{}", samples * rt.steps)),
             (

@@ -5,6 +5,7 @@
 //! - [`data`]: training and held-out prompts (JSONL datasets, procedural arithmetic), resumable
 //! - [`reward`]: prompts through the chat template; responses scored by the math verifier
 //! - [`algo`]: advantage estimators and policy losses (pure functions over tensors)
+//! - [`critic`]: PPO's value model (the policy's transformer with a scalar head)
 //! - [`optim`]: AdamW, global-norm gradient clipping and learning-rate schedules
 //! - [`trainer`]: one learner update from scored rollouts
 //! - [`eval`]: pass@1 / pass@k over seeds
@@ -15,6 +16,7 @@
 pub mod algo;
 pub mod cli;
 pub mod config;
+pub mod critic;
 pub mod data;
 pub mod eval;
 pub mod memory;

@@ -97,8 +97,12 @@ pub struct StepMetrics {
 
 impl StepMetrics {
     fn line(&self) -> String {
+        let critic = match (self.train.value_loss, self.train.value_clip_fraction, self.train.value_mean) {
+            (Some(loss), Some(clip), Some(mean)) => format!(" | value {mean:.3} vloss {loss:.4} vclip {clip:.3}"),
+            _ => String::new(),
+        };
         format!(
-            "step {:>3} v{} | reward {:.3} acc {:.3} len {:.1} | loss {:.4} kl {:.4} ent {:.3} clip {:.3} gnorm {:.3} lr {:.2e} | groups {}/{} stale {} | rollout {:.1}s train {:.1}s sync {:.1}s {:.0} tok/s",
+            "step {:>3} v{} | reward {:.3} acc {:.3} len {:.1} | loss {:.4} kl {:.4} ent {:.3} clip {:.3} gnorm {:.3} lr {:.2e} | groups {}/{} stale {} | rollout {:.1}s train {:.1}s sync {:.1}s {:.0} tok/s{critic}",
             self.step,
             self.weight_version,
             self.reward_mean,

@@ -6,6 +6,11 @@
 //! (the detached current log-probs are used, as verl does on-policy); with several mini-batches they
 //! are recomputed once, before the first update. The actor's recorded log-probs enter only through
 //! truncated importance sampling (`algorithm.tis_cap`), which corrects for sampling with older weights.
+//!
+//! With `advantage.estimator = "gae"` a critic ([`Critic`]) scores every response token before the
+//! update (its values at rollout time), GAE turns rewards and values into advantages and returns, and
+//! after each policy step the critic takes one step of its own on the same mini-batch (clipped value
+//! loss, its own AdamW and gradient clip).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,9 +22,10 @@ use rlvr_common::checkpoint::{HostTensor, SaveDtype};
 use rlvr_common::model::{CausalLm, Cpu, CpuAutodiff, Entropy, ModelConfig};
 use serde::Serialize;
 
-use crate::algo::advantage::outcome_advantages;
-use crate::algo::loss::{LossAgg, PolicyExtras, PolicyInputs, policy_loss};
+use crate::algo::advantage::{AdvantageEstimator, gae, outcome_advantages, token_rewards_from_scores};
+use crate::algo::loss::{LossAgg, PolicyExtras, PolicyInputs, policy_loss, value_loss};
 use crate::config::{AlgorithmSection, RunConfig};
+use crate::critic::Critic;
 use crate::optim::{AdamW, AdamWConfig, GradAccumulator, LrDecay, LrSchedule, clip_grad_norm};
 
 /// One sequence to train on.
@@ -52,7 +58,31 @@ pub struct StepStats {
     pub logprob_mismatch: f64,
     pub micro_batches: usize,
     pub optimizer_steps: usize,
+    /// The critic's clipped value loss (GAE only).
+    pub value_loss: Option<f64>,
+    /// Share of response tokens where value clipping was the larger branch (GAE only).
+    pub value_clip_fraction: Option<f64>,
+    /// The critic's gradient norm before clipping, last mini-batch (GAE only).
+    pub critic_grad_norm: Option<f64>,
+    /// Mean value over response tokens at rollout time (GAE only).
+    pub value_mean: Option<f64>,
 }
+
+/// PPO's critic and its optimiser.
+#[derive(Debug)]
+struct CriticState {
+    model: Option<Critic<CpuAutodiff>>,
+    optim: AdamW<Cpu>,
+}
+
+impl CriticState {
+    fn model(&self) -> &Critic<CpuAutodiff> {
+        self.model.as_ref().expect("the critic is only taken during an update")
+    }
+}
+
+/// The subdirectory of a checkpoint holding the critic's optimiser state.
+const CRITIC_OPTIM_DIR: &str = "critic";
 
 /// The policy being trained, its optimiser and the frozen reference.
 #[derive(Debug)]
@@ -64,6 +94,7 @@ pub struct Learner {
     grad_clip: f64,
     temperature: f32,
     micro_batch_tokens: usize,
+    critic: Option<CriticState>,
 }
 
 impl Learner {
@@ -77,6 +108,9 @@ impl Learner {
         resume: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let device = Default::default();
+        let use_critic = config.algorithm.advantage.estimator == AdvantageEstimator::Gae;
+        let critic_weights = use_critic.then(|| weights.clone());
+        let critic_model_config = model_config.clone();
         let model = CausalLm::<CpuAutodiff>::from_weights(model_config, weights, &device)?;
         let o = &config.optimizer;
         let total = (config.runtime.steps * config.algorithm.mini_batches) as u64;
@@ -108,7 +142,27 @@ impl Learner {
                 }
                 optim
             }
-            None => AdamW::new(adam)?,
+            None => AdamW::new(adam.clone())?,
+        };
+        let critic = match critic_weights {
+            None => None,
+            Some(weights) => {
+                let c = &config.algorithm.critic;
+                let critic_adam = AdamWConfig {
+                    lr: c.lr,
+                    schedule: LrSchedule { total_steps: total, ..Default::default() },
+                    ..adam
+                };
+                let (model, optim) = match resume {
+                    Some(dir) => {
+                        let model = Critic::load(dir, critic_model_config, &device)?;
+                        let optim = AdamW::load(&dir.join(CRITIC_OPTIM_DIR), &model)?;
+                        (model, optim)
+                    }
+                    None => (Critic::from_policy(critic_model_config, weights, &device)?, AdamW::new(critic_adam)?),
+                };
+                Some(CriticState { model: Some(model), optim })
+            }
         };
         Ok(Self {
             model: Some(model),
@@ -118,6 +172,7 @@ impl Learner {
             grad_clip: o.grad_clip,
             temperature: config.rollout.temperature,
             micro_batch_tokens: config.runtime.micro_batch_tokens,
+            critic,
         })
     }
 
@@ -138,6 +193,10 @@ impl Learner {
     pub fn save(&self, dir: &Path, dtype: SaveDtype) -> anyhow::Result<()> {
         self.model().valid().save(dir, dtype)?;
         self.optim.save(dir)?;
+        if let Some(critic) = &self.critic {
+            critic.model().valid().save(dir)?;
+            critic.optim.save(&dir.join(CRITIC_OPTIM_DIR))?;
+        }
         Ok(())
     }
 
@@ -159,9 +218,20 @@ impl Learner {
         let mask = mask_tensor::<Cpu>(samples, longest);
         let scores = Tensor::<Cpu, 1>::from_data(TensorData::new(samples.iter().map(|s| s.reward).collect(), [n]), &device);
         let groups: Vec<u64> = samples.iter().map(|s| s.group).collect();
-        let advantages = outcome_advantages(&self.algo.advantage, scores, mask.clone(), &groups)?;
-        let adv_host = to_host(advantages);
         let mut stats = StepStats::default();
+        // With a critic: its values now, GAE's advantages and the returns it regresses on.
+        let (advantages, critic_targets) = if self.critic.is_some() {
+            let values = self.values_no_grad(samples, longest)?;
+            let valid_tokens: usize = samples.iter().map(|s| s.response.len()).sum();
+            stats.value_mean = Some(values.iter().map(|&v| f64::from(v)).sum::<f64>() / valid_tokens as f64);
+            let values_t = Tensor::<Cpu, 2>::from_data(TensorData::new(values.clone(), [n, longest]), &device);
+            let a = &self.algo.advantage;
+            let (advantages, returns) = gae(token_rewards_from_scores(scores, mask.clone())?, values_t, mask.clone(), a.gamma, a.lam)?;
+            (advantages, Some((values, to_host(returns))))
+        } else {
+            (outcome_advantages(&self.algo.advantage, scores, mask.clone(), &groups)?, None)
+        };
+        let adv_host = to_host(advantages);
         let valid_tokens: usize = samples.iter().map(|s| s.response.len()).sum();
         stats.advantage_abs_mean = samples
             .iter()
@@ -174,22 +244,19 @@ impl Learner {
         // 3. Mini-batches (by group order), each one optimiser step over accumulated micro-batches.
         let per_mini = n.div_ceil(self.algo.mini_batches);
         let mut weighted = WeightedMeans::default();
+        let mut critic_means = WeightedMeans::<2>::default();
         for chunk in (0..n).collect::<Vec<_>>().chunks(per_mini) {
             let mini: Vec<usize> = chunk.to_vec();
             let mini_tokens: usize = mini.iter().map(|&i| samples[i].response.len()).sum();
             let mut acc = GradAccumulator::new();
             for micro in self.micro_batches(samples, &mini) {
-                let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| [samples[i].prompt.as_slice(), &samples[i].response].concat()).collect();
+                let (seqs, prompt_lens) = sequences(samples, &micro);
                 let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-                let prompt_lens: Vec<usize> = micro.iter().map(|&i| samples[i].prompt.len()).collect();
                 // The entropy is a metric unless the loss has an entropy bonus.
                 let entropy_mode = if self.algo.policy_loss.entropy_coeff == 0.0 { Entropy::Metric } else { Entropy::Differentiable };
                 let (logp, entropy) = self.model().response_log_probs(&rows, &prompt_lens, self.temperature, entropy_mode)?;
                 let width = logp.dims()[1];
-                let pick = |f: &dyn Fn(usize, usize) -> f32| -> Tensor<CpuAutodiff, 2> {
-                    let data: Vec<f32> = micro.iter().flat_map(|&i| (0..width).map(move |t| (i, t))).map(|(i, t)| f(i, t)).collect();
-                    Tensor::from_data(TensorData::new(data, [micro.len(), width]), &device)
-                };
+                let pick = |f: &dyn Fn(usize, usize) -> f32| -> Tensor<CpuAutodiff, 2> { host_matrix(&micro, width, &device, f) };
                 let in_resp = |i: usize, t: usize| t < samples[i].response.len();
                 let mask = pick(&|i, t| if in_resp(i, t) { 1.0 } else { 0.0 });
                 let adv = pick(&|i, t| if in_resp(i, t) { adv_host[i * longest + t] } else { 0.0 });
@@ -260,6 +327,16 @@ impl Learner {
                     return Err(anyhow::anyhow!("skipped the update: {e}"));
                 }
             }
+            // 6. The critic's step on the same mini-batch.
+            if let Some((old_values, returns)) = &critic_targets {
+                let micros = self.micro_batches(samples, &mini);
+                self.critic_step(samples, &micros, mini_tokens, longest, old_values, returns, &mut critic_means, &mut stats)?;
+            }
+        }
+        if critic_targets.is_some() {
+            let [loss, clip] = critic_means.values();
+            stats.value_loss = Some(loss);
+            stats.value_clip_fraction = Some(clip);
         }
         let [total, pg, kl, entropy, clip] = weighted.values();
         stats.loss = total;
@@ -271,15 +348,90 @@ impl Learner {
         Ok(stats)
     }
 
+    /// The critic's value of every response token, without a graph: `(n, longest)` row-major, zero
+    /// past each response.
+    fn values_no_grad(&self, samples: &[TrainSample], longest: usize) -> anyhow::Result<Vec<f32>> {
+        let critic = self.critic.as_ref().expect("called with a critic").model().valid();
+        let all: Vec<usize> = (0..samples.len()).collect();
+        let mut out = vec![0.0; samples.len() * longest];
+        for micro in self.micro_batches(samples, &all) {
+            let (seqs, prompt_lens) = sequences(samples, &micro);
+            let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+            let v = critic.values(&rows, &prompt_lens)?;
+            let width = v.dims()[1];
+            let host = to_host(v);
+            for (r, &i) in micro.iter().enumerate() {
+                let len = samples[i].response.len();
+                out[i * longest..i * longest + len].copy_from_slice(&host[r * width..r * width + len]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One critic step over a mini-batch's micro-batches: the clipped value loss against `returns`
+    /// (both `(n, longest)` row-major), token-mean over the mini-batch.
+    #[allow(clippy::too_many_arguments)]
+    fn critic_step(
+        &mut self,
+        samples: &[TrainSample],
+        micros: &[Vec<usize>],
+        mini_tokens: usize,
+        longest: usize,
+        old_values: &[f32],
+        returns: &[f32],
+        means: &mut WeightedMeans<2>,
+        stats: &mut StepStats,
+    ) -> anyhow::Result<()> {
+        let mini_batches = self.algo.mini_batches as f64;
+        let clip = self.algo.critic.value_clip;
+        let grad_clip = self.algo.critic.grad_clip;
+        let critic = self.critic.as_mut().expect("called with a critic");
+        let device = Default::default();
+        let mut acc = GradAccumulator::new();
+        for micro in micros {
+            let (seqs, prompt_lens) = sequences(samples, micro);
+            let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+            let vpreds = critic.model().values(&rows, &prompt_lens)?;
+            let width = vpreds.dims()[1];
+            let in_resp = |i: usize, t: usize| t < samples[i].response.len();
+            let at = |data: &[f32]| host_matrix(micro, width, &device, |i, t| if in_resp(i, t) { data[i * longest + t] } else { 0.0 });
+            let mask = host_matrix(micro, width, &device, |i, t| if in_resp(i, t) { 1.0 } else { 0.0 });
+            let out = value_loss(vpreds, at(old_values), at(returns), mask, clip, LossAgg::TokenMean);
+            let micro_tokens: usize = micro.iter().map(|&i| samples[i].response.len()).sum();
+            let share = micro_tokens as f64 / mini_tokens as f64;
+            means.add(share / mini_batches, &[scalar(&out.loss), out.clip_frac]);
+            let grads = out.loss.mul_scalar(share).backward();
+            acc.add(critic.model(), GradientsParams::from_grads(grads, critic.model()));
+        }
+        let mut grads = acc.take();
+        let model = critic.model.take().expect("present between updates");
+        let norm = if grad_clip > 0.0 {
+            clip_grad_norm(&model, &mut grads, grad_clip)
+        } else {
+            let norm = crate::optim::grad_norm(&model, &grads);
+            if norm.is_finite() { Ok(norm) } else { Err(crate::optim::OptimError::NonFiniteGradNorm(norm)) }
+        };
+        match norm {
+            Ok(norm) => {
+                stats.critic_grad_norm = Some(norm);
+                critic.model = Some(critic.optim.step(model, grads));
+                Ok(())
+            }
+            Err(e) => {
+                critic.model = Some(model);
+                Err(anyhow::anyhow!("skipped the critic's update: {e}"))
+            }
+        }
+    }
+
     /// Response log-probs under the current weights without a graph (for several mini-batches).
     fn log_probs_no_grad(&self, samples: &[TrainSample]) -> anyhow::Result<Vec<Vec<f32>>> {
         let model = self.model().valid();
         let all: Vec<usize> = (0..samples.len()).collect();
         let mut out = vec![vec![]; samples.len()];
         for micro in self.micro_batches(samples, &all) {
-            let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| [samples[i].prompt.as_slice(), &samples[i].response].concat()).collect();
+            let (seqs, prompt_lens) = sequences(samples, &micro);
             let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-            let prompt_lens: Vec<usize> = micro.iter().map(|&i| samples[i].prompt.len()).collect();
             let (lp, _) = model.response_log_probs(&rows, &prompt_lens, self.temperature, Entropy::None)?;
             let width = lp.dims()[1];
             let host = to_host(lp);
@@ -326,21 +478,39 @@ fn scalar<B: burn::tensor::backend::Backend>(t: &Tensor<B, 1>) -> f64 {
     f64::from(to_host(t.clone())[0])
 }
 
+/// The prompt + response sequences of `micro` and their prompt lengths.
+fn sequences(samples: &[TrainSample], micro: &[usize]) -> (Vec<Vec<u32>>, Vec<usize>) {
+    let seqs = micro.iter().map(|&i| [samples[i].prompt.as_slice(), &samples[i].response].concat()).collect();
+    (seqs, micro.iter().map(|&i| samples[i].prompt.len()).collect())
+}
+
+/// A `(micro.len(), width)` tensor whose entry `[r, t]` is `f(micro[r], t)`.
+fn host_matrix<B: burn::tensor::backend::Backend>(micro: &[usize], width: usize, device: &B::Device, f: impl Fn(usize, usize) -> f32) -> Tensor<B, 2> {
+    let data: Vec<f32> = micro.iter().flat_map(|&i| (0..width).map(move |t| (i, t))).map(|(i, t)| f(i, t)).collect();
+    Tensor::from_data(TensorData::new(data, [micro.len(), width]), device)
+}
+
 /// Running weighted means of a fixed set of metrics.
-#[derive(Debug, Default)]
-struct WeightedMeans {
-    sums: [f64; 5],
+#[derive(Debug)]
+struct WeightedMeans<const N: usize = 5> {
+    sums: [f64; N],
     weight: f64,
 }
 
-impl WeightedMeans {
-    fn add(&mut self, w: f64, values: &[f64; 5]) {
+impl<const N: usize> Default for WeightedMeans<N> {
+    fn default() -> Self {
+        Self { sums: [0.0; N], weight: 0.0 }
+    }
+}
+
+impl<const N: usize> WeightedMeans<N> {
+    fn add(&mut self, w: f64, values: &[f64; N]) {
         for (s, v) in self.sums.iter_mut().zip(values) {
             *s += w * v;
         }
         self.weight += w;
     }
-    fn values(&self) -> [f64; 5] {
+    fn values(&self) -> [f64; N] {
         self.sums.map(|s| if self.weight > 0.0 { s / self.weight } else { 0.0 })
     }
 }

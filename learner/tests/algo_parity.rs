@@ -27,6 +27,22 @@ struct Fixture {
     torch: String,
     advantage: Vec<AdvantageCase>,
     loss: Vec<LossCase>,
+    value: Vec<ValueCase>,
+}
+
+/// The critic's clipped value loss, with d(loss)/d(vpreds).
+#[derive(Deserialize)]
+struct ValueCase {
+    name: String,
+    vpreds: Mat,
+    values: Mat,
+    returns: Mat,
+    response_mask: Mat,
+    clip: f64,
+    agg: String,
+    expected_loss: f64,
+    expected_clip_frac: f64,
+    expected_grad: Mat,
 }
 
 #[derive(Deserialize)]
@@ -521,4 +537,43 @@ fn loss_gradients_match_reference_f64() {
 #[test]
 fn loss_gradients_match_reference_f32() {
     check_loss_gradients::<CpuAutodiff>(DType::F32);
+}
+
+/// The clipped value loss, its clip fraction and d(loss)/d(vpreds), on the autodiff backend.
+fn check_value_loss<B: AutodiffBackend>(dtype: DType) {
+    let fixture = fixture();
+    assert!(fixture.value.len() >= 4, "the fixture has {} value-loss cases", fixture.value.len());
+    let mut check = Checker::new(dtype);
+    for case in &fixture.value {
+        let agg = match case.agg.as_str() {
+            "token_mean" => LossAgg::TokenMean,
+            "seq_mean_token_mean" => LossAgg::SeqMeanTokenMean,
+            other => panic!("{}: agg `{other}`", case.name),
+        };
+        let vpreds = mat::<B>(&case.vpreds, dtype).require_grad();
+        let out = loss::value_loss(
+            vpreds.clone(),
+            mat(&case.values, dtype),
+            mat(&case.returns, dtype),
+            mat(&case.response_mask, dtype),
+            case.clip,
+            agg,
+        );
+        check.tensor(&format!("{}.loss", case.name), out.loss.clone().detach(), &[case.expected_loss]);
+        check.values(&format!("{}.clip_frac", case.name), &[out.clip_frac], &[case.expected_clip_frac]);
+        let grads = out.loss.backward();
+        let grad = vpreds.grad(&grads).unwrap_or_else(|| panic!("{}: no gradient reached vpreds", case.name));
+        check.tensor(&format!("{}.grad", case.name), grad, &flat(&case.expected_grad));
+    }
+    check.finish(&format!("value loss {dtype:?}"));
+}
+
+#[test]
+fn value_loss_matches_reference_f64() {
+    check_value_loss::<CpuAutodiff>(DType::F64);
+}
+
+#[test]
+fn value_loss_matches_reference_f32() {
+    check_value_loss::<CpuAutodiff>(DType::F32);
 }

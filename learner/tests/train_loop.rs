@@ -2,9 +2,10 @@
 //!
 //! - The sign test: a tiny random model, reward 1 when the response's first token is a chosen one; a few
 //!   GRPO steps (the actor engine samples, the learner updates, the engine takes the new weights) raise
-//!   that token's probability and the mean reward.
+//!   that token's probability and the mean reward. The same with PPO's GAE and a critic.
 //! - Resume: train N steps in one go, or K steps, stop, and resume for the rest; the weights and the
-//!   per-step metrics (hence the data order) agree.
+//!   per-step metrics (hence the data order) agree, with GRPO and with GAE (whose critic and its
+//!   optimiser are checkpointed too).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,11 +17,12 @@ use rlvr_actor::sampling::SamplingParams;
 use rlvr_common::checkpoint::{SaveDtype, read_weights};
 use rlvr_common::model::{CausalLm, Cpu, ModelConfig};
 use rlvr_common::weights::WeightUpdate;
+use rlvr_learner::algo::advantage::AdvantageEstimator;
 use rlvr_learner::config::RunConfig;
 use rlvr_learner::data::Problem;
 use rlvr_learner::reward::{Reward, Score};
 use rlvr_learner::run::{TrainOptions, train_with_reward};
-use rlvr_learner::trainer::{Learner, TrainSample};
+use rlvr_learner::trainer::{Learner, StepStats, TrainSample};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +45,29 @@ fn first_token_probability(model: &CausalLm<Cpu>, prompt: &[u32], token: u32) ->
 
 #[test]
 fn grpo_raises_the_probability_of_the_rewarded_first_token() {
+    sign_test(&RunConfig::default());
+}
+
+#[test]
+fn ppo_with_a_critic_raises_the_probability_of_the_rewarded_first_token() {
+    let mut config = RunConfig::default();
+    config.algorithm.advantage.estimator = AdvantageEstimator::Gae;
+    config.algorithm.critic.lr = 1e-2;
+    let stats = sign_test(&config);
+    let (first, last) = (&stats[0], &stats[stats.len() - 1]);
+    eprintln!(
+        "value mean {:?} -> {:?}, value loss {:?} -> {:?}",
+        first.value_mean, last.value_mean, first.value_loss, last.value_loss
+    );
+    // The zero-initialised head starts every value at 0 and learns the (positive) rewards.
+    assert_eq!(first.value_mean, Some(0.0));
+    assert!(last.value_mean.unwrap() > 0.05, "the critic's values stayed at {:?}", last.value_mean);
+    assert!(stats.iter().all(|s| s.value_loss.is_some_and(f64::is_finite) && s.critic_grad_norm.is_some()));
+}
+
+/// Eight rollout/update rounds on four prompts, reward 1 when the first response token is the chosen
+/// one; asserts that its probability and the mean reward rise, and returns each update's stats.
+fn sign_test(base: &RunConfig) -> Vec<StepStats> {
     let device = Default::default();
     let model = CausalLm::<Cpu>::random(tiny_config(61), 3, &device);
     let prompts: Vec<Vec<u32>> = vec![vec![5, 9, 13], vec![7, 1, 30, 4], vec![11, 12], vec![40, 41, 42]];
@@ -51,7 +76,7 @@ fn grpo_raises_the_probability_of_the_rewarded_first_token() {
     let chosen = (3..61u32).max_by(|a, b| probs[*a as usize].total_cmp(&probs[*b as usize])).unwrap();
     let p0: Vec<f32> = prompts.iter().map(|p| first_token_probability(&model, p, chosen)).collect();
 
-    let mut config = RunConfig::default();
+    let mut config = base.clone();
     config.rollout.group_size = 32;
     config.optimizer.lr = 1e-2;
     config.optimizer.grad_clip = 1.0;
@@ -59,6 +84,7 @@ fn grpo_raises_the_probability_of_the_rewarded_first_token() {
     let mut learner = Learner::new(&config, model.config.clone(), weights, None, None).unwrap();
     let mut engine = Engine::new(model, 0, EngineConfig::default());
     let mut mean_rewards = vec![];
+    let mut all_stats = vec![];
     for step in 0..8u64 {
         let requests = prompts
             .iter()
@@ -93,6 +119,7 @@ fn grpo_raises_the_probability_of_the_rewarded_first_token() {
         mean_rewards.push(samples.iter().map(|s| s.reward).sum::<f32>() / samples.len() as f32);
         let stats = learner.train_on(&samples).unwrap();
         assert!(stats.logprob_mismatch < 1e-4, "actor and learner log-probs differ by {}", stats.logprob_mismatch);
+        all_stats.push(stats);
         engine.set_weights(&WeightUpdate::new(step + 1, learner.host_weights())).unwrap();
     }
     let trained = engine.model();
@@ -104,6 +131,7 @@ fn grpo_raises_the_probability_of_the_rewarded_first_token() {
     assert!(mean(&p1) > mean(&p0), "mean p(chosen) went from {} to {}", mean(&p0), mean(&p1));
     let (first, last) = (mean(&mean_rewards[..2]), mean(&mean_rewards[mean_rewards.len() - 2..]));
     assert!(last > first, "mean reward went from {first} to {last} ({mean_rewards:?})");
+    all_stats
 }
 
 /// A reward that varies with what a random model writes: the fraction of even token ids.
@@ -140,6 +168,15 @@ fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_resumed_run_continues_exactly() {
+    resumes_exactly(AdvantageEstimator::Grpo);
+}
+
+#[test]
+fn a_resumed_run_with_a_critic_continues_exactly() {
+    resumes_exactly(AdvantageEstimator::Gae);
+}
+
+fn resumes_exactly(estimator: AdvantageEstimator) {
     let tmp = tempfile::tempdir().unwrap();
     let model_dir = tmp.path().join("model");
     tiny_model_dir(&model_dir);
@@ -149,6 +186,8 @@ fn a_resumed_run_continues_exactly() {
     config.rollout.max_new_tokens = 6;
     config.data.prompts_per_step = 2;
     config.optimizer.lr = 1e-3;
+    config.algorithm.advantage.estimator = estimator;
+    config.algorithm.critic.lr = 1e-3;
     config.runtime.eval = false;
     config.runtime.steps = 3;
     config.runtime.run_dir = tmp.path().join("straight");
@@ -169,8 +208,13 @@ fn a_resumed_run_continues_exactly() {
         for key in ["step", "reward_mean", "response_len_mean"] {
             assert_eq!(x[key], y[key], "{key} at step {}", x["step"]);
         }
-        let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
-        assert!((lx - ly).abs() <= 1e-6 * (1.0 + lx.abs()), "loss {lx} vs {ly}");
+        for key in ["loss", "value_loss"] {
+            let (lx, ly) = (x[key].as_f64(), y[key].as_f64());
+            assert_eq!(lx.is_some(), estimator == AdvantageEstimator::Gae || key == "loss", "{key}: {lx:?}");
+            if let (Some(lx), Some(ly)) = (lx, ly) {
+                assert!((lx - ly).abs() <= 1e-6 * (1.0 + lx.abs()), "{key} {lx} vs {ly} at step {}", x["step"]);
+            }
+        }
     }
     let wa = read_weights(&tmp.path().join("straight/checkpoints/step-3")).unwrap();
     let wb = read_weights(&tmp.path().join("resumed/checkpoints/step-3")).unwrap();

@@ -336,6 +336,49 @@ impl<B: Backend> CausalLm<B> {
         temperature: f32,
         entropy: Entropy,
     ) -> Result<(Tensor<B, 2>, Option<Tensor<B, 2>>), ModelError> {
+        if temperature.is_nan() || temperature <= 0.0 {
+            return Err(ModelError::Input(format!("temperature {temperature} must be above 0")));
+        }
+        let h = self.response_states(rows, prompt_lens)?;
+        let [batch, longest, _] = h.dims();
+        let resp: Vec<usize> = rows.iter().zip(prompt_lens).map(|(r, &p)| r.len() - p).collect();
+        let resp = resp.as_slice();
+        let logits = self.logits(h).div_scalar(temperature);
+        // Log-softmax, the taken tokens, and the entropy of each position's distribution.
+        let logp = log_softmax(logits, 2);
+        let targets: Vec<i64> = (0..batch)
+            .flat_map(|b| (0..longest).map(move |t| i64::from(rows[b][prompt_lens[b] + t.min(resp[b] - 1)])))
+            .collect();
+        let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [batch, longest]), &self.device());
+        let valid = self.response_valid(resp, longest);
+        let entropy_of = |logp: Tensor<B, 3>| logp.clone().exp().mul(logp).sum_dim(2).squeeze_dim::<2>(2).neg().mul(valid.clone());
+        let entropy = match entropy {
+            Entropy::None => None,
+            // Outside the graph: the (rows, positions, vocab) intermediates are not kept for backward.
+            Entropy::Metric => Some(entropy_of(logp.clone().detach())),
+            Entropy::Differentiable => Some(entropy_of(logp.clone())),
+        };
+        let taken = logp.gather(2, targets.unsqueeze_dim(2)).squeeze_dim::<2>(2).mul(valid);
+        Ok((taken, entropy))
+    }
+
+    /// The final hidden states (after the last norm) at the positions that predict each response
+    /// token, `(batch, longest response, hidden)`, as [`response_log_probs`](Self::response_log_probs)
+    /// takes them: what a value head reads (a critic's value of response token `t` is computed where
+    /// the policy predicts it). Past a row's response the row's last state repeats. Differentiable.
+    pub fn response_hidden(&self, rows: &[&[u32]], prompt_lens: &[usize]) -> Result<Tensor<B, 3>, ModelError> {
+        Ok(self.model.norm.forward(self.response_states(rows, prompt_lens)?))
+    }
+
+    /// 1 on response tokens, 0 past each row's response: `(batch, longest)`.
+    fn response_valid(&self, resp: &[usize], longest: usize) -> Tensor<B, 2> {
+        let valid: Vec<f32> = resp.iter().flat_map(|&n| (0..longest).map(move |t| if t < n { 1.0 } else { 0.0 })).collect();
+        Tensor::from_data(TensorData::new(valid, [resp.len(), longest]), &self.device())
+    }
+
+    /// The body over whole prompt + response sequences, gathered at the positions that predict
+    /// response tokens (before the final norm).
+    fn response_states(&self, rows: &[&[u32]], prompt_lens: &[usize]) -> Result<Tensor<B, 3>, ModelError> {
         let seq = self.check_tokens(rows)?;
         if prompt_lens.len() != rows.len() {
             return Err(ModelError::Input(format!("{} prompt lengths for {} sequences", prompt_lens.len(), rows.len())));
@@ -346,9 +389,6 @@ impl<B: Backend> CausalLm<B> {
                 prompt_lens[b],
                 rows[b].len()
             )));
-        }
-        if temperature.is_nan() || temperature <= 0.0 {
-            return Err(ModelError::Input(format!("temperature {temperature} must be above 0")));
         }
         let batch = rows.len();
         let resp_lens: Vec<usize> = rows.iter().zip(prompt_lens).map(|(r, &p)| r.len() - p).collect();
@@ -368,24 +408,7 @@ impl<B: Backend> CausalLm<B> {
         let index = Tensor::<B, 2, Int>::from_data(TensorData::new(index, [batch, longest]), &self.device())
             .unsqueeze_dim::<3>(2)
             .expand([batch, longest, hidden]);
-        let logits = self.logits(h.gather(1, index)).div_scalar(temperature);
-        // 3. Log-softmax, the taken tokens, and the entropy of each position's distribution.
-        let logp = log_softmax(logits, 2);
-        let targets: Vec<i64> = (0..batch)
-            .flat_map(|b| (0..longest).map(move |t| i64::from(rows[b][prompt_lens[b] + t.min(resp[b] - 1)])))
-            .collect();
-        let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [batch, longest]), &self.device());
-        let valid: Vec<f32> = (0..batch).flat_map(|b| (0..longest).map(move |t| if t < resp[b] { 1.0 } else { 0.0 })).collect();
-        let valid = Tensor::<B, 2>::from_data(TensorData::new(valid, [batch, longest]), &self.device());
-        let entropy_of = |logp: Tensor<B, 3>| logp.clone().exp().mul(logp).sum_dim(2).squeeze_dim::<2>(2).neg().mul(valid.clone());
-        let entropy = match entropy {
-            Entropy::None => None,
-            // Outside the graph: the (rows, positions, vocab) intermediates are not kept for backward.
-            Entropy::Metric => Some(entropy_of(logp.clone().detach())),
-            Entropy::Differentiable => Some(entropy_of(logp.clone())),
-        };
-        let taken = logp.gather(2, targets.unsqueeze_dim(2)).squeeze_dim::<2>(2).mul(valid);
-        Ok((taken, entropy))
+        Ok(h.gather(1, index))
     }
 
     /// Starts incremental decoding: runs the prompts through the model, filling `cache` (which must be

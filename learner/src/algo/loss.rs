@@ -393,6 +393,39 @@ pub fn sft_loss<B: Backend>(
     agg_loss(log_prob.neg(), response_mask, agg)
 }
 
+/// What [`value_loss`] returns: the loss and the share of tokens where the clipped branch was the
+/// larger (verl's `vf_clipfrac`).
+#[derive(Debug, Clone)]
+pub struct ValueLoss<B: Backend> {
+    pub loss: Tensor<B, 1>,
+    pub clip_frac: f64,
+}
+
+/// PPO's clipped value loss (verl `compute_value_loss`):
+/// `0.5 * agg(max((V - R)^2, (clip(V, V_old - c, V_old + c) - R)^2))` with `V` the critic's
+/// predictions, `V_old` its values when the rollouts were scored, `R` GAE's returns and `c` =
+/// `clip_range`, so one update cannot move a value further than `c` from where it started.
+pub fn value_loss<B: Backend>(
+    vpreds: Tensor<B, 2>,
+    old_values: Tensor<B, 2>,
+    returns: Tensor<B, 2>,
+    response_mask: Tensor<B, 2>,
+    clip_range: f64,
+    agg: LossAgg,
+) -> ValueLoss<B> {
+    let clipped = vpreds
+        .clone()
+        .sub(old_values.clone())
+        .clamp(-clip_range, clip_range)
+        .add(old_values);
+    let unclipped_loss = vpreds.sub(returns.clone()).powi_scalar(2);
+    let clipped_loss = clipped.sub(returns).powi_scalar(2);
+    let hit = clipped_loss.clone().greater(unclipped_loss.clone());
+    let clip_frac = scalar(masked_mean(indicator(hit, &response_mask), response_mask.clone()));
+    let worst = unclipped_loss.max_pair(clipped_loss);
+    ValueLoss { loss: agg_loss(worst, response_mask, agg).mul_scalar(0.5), clip_frac }
+}
+
 /// The policy-gradient objective of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
