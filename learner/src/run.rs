@@ -10,6 +10,12 @@
 //! `sync` mode samples batch k with weights k and then trains on it; `async` mode hands the actor the
 //! prompts of batch k+1 before training on batch k, so sampling and training overlap and every batch is
 //! one version stale (`runtime.max_staleness` bounds it; older rollouts are dropped and counted).
+//!
+//! Resume is exact in both modes: a checkpoint holds the learner (weights, optimiser, critic), the data
+//! cursor of the next batch and, in async mode, the weights that batch was being sampled with, so the
+//! resumed actor samples it with them and takes the current weights only for the batch after, as the
+//! uninterrupted run did. (The checkpoint an interrupted run writes on shutdown has no actor weights:
+//! the batch in flight is resampled with the saved weights.)
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -52,7 +58,18 @@ pub struct TrainerState {
     pub seed: u64,
     /// Held-out results before training, carried to the final summary.
     pub eval_before: Option<EvalReport>,
+    /// Async mode: the version of the weights the actor was sampling the next batch with when the
+    /// checkpoint was taken (one behind `weight_version`), saved in `actor/`, so that a resumed run
+    /// samples that batch with them, as the uninterrupted run did. Absent in sync mode, at the last
+    /// step, and in the checkpoint an interrupted run leaves (which then resamples that batch with
+    /// the saved weights).
+    #[serde(default)]
+    pub actor_weight_version: Option<u64>,
 }
+
+/// The subdirectory of an async checkpoint with the actor's weights (see
+/// [`TrainerState::actor_weight_version`]).
+const ACTOR_DIR: &str = "actor";
 
 /// Options that are not part of the run's config.
 #[derive(Debug, Clone, Default)]
@@ -168,7 +185,17 @@ pub async fn train_with_reward(
         .with_context(|| format!("loading {} (run scripts/setup-model.sh for the default model)", model_dir.display()))?;
     let weights = rlvr_common::checkpoint::read_weights(&model_dir)?;
     let device = Default::default();
-    let actor_model = CausalLm::<Cpu>::from_weights(model_config.clone(), weights.clone(), &device)?;
+    // An async checkpoint carries the weights its prefetched batch was being sampled with.
+    let actor_version = match (&state, config.runtime.mode) {
+        (Some(TrainerState { actor_weight_version: Some(v), .. }), Mode::Async) => Some(*v),
+        _ => None,
+    };
+    let actor_weights = match actor_version {
+        Some(_) => rlvr_common::checkpoint::read_weights(&model_dir.join(ACTOR_DIR))
+            .with_context(|| format!("{} is an async checkpoint without its actor weights", model_dir.display()))?,
+        None => weights.clone(),
+    };
+    let actor_model = CausalLm::<Cpu>::from_weights(model_config.clone(), actor_weights, &device)?;
     let reference = if config.algorithm.policy_loss.kl.is_some() {
         // The reference policy is the initial model, also on resume.
         Some(CausalLm::<Cpu>::load(&config.model.path, &device)?)
@@ -193,8 +220,8 @@ pub async fn train_with_reward(
         bail!("the checkpoint is at step {step}, and runtime.steps is {}: raise runtime.steps to train further", config.runtime.steps);
     }
     let engine_config = EngineConfig { max_batch_rows: config.rollout.max_batch, ..Default::default() };
-    let engine = Engine::new(actor_model, version, engine_config);
-    let resumed = state.is_some();
+    let engine = Engine::new(actor_model, actor_version.unwrap_or(version), engine_config);
+    let resumed = Resumed { resumed: state.is_some(), actor_behind: actor_version.is_some() };
     Box::pin(train_loop(config, options, shutdown, engine, learner, stream, step, version, eval_before, resumed, start, reward)).await
 }
 
@@ -214,7 +241,7 @@ async fn train_loop(
     mut step: usize,
     mut version: u64,
     mut eval_before: Option<EvalReport>,
-    resumed: bool,
+    resumed: Resumed,
     start: Instant,
     scorer: Arc<dyn Reward>,
 ) -> anyhow::Result<RunSummary> {
@@ -234,7 +261,7 @@ async fn train_loop(
 
     // 2. Held-out evaluation before training (once per run, not again on resume).
     let mut engine = engine;
-    if config.runtime.eval && !resumed {
+    if config.runtime.eval && !resumed.resumed {
         let t = Instant::now();
         let (p, s, h, params) = (prompter.clone(), scorer.clone(), held_out.clone(), eval_params.clone());
         let (back, report) = blocking(move || {
@@ -307,6 +334,9 @@ async fn train_loop(
     draws += d.prompts_per_step;
     let mut total_samples = 0usize;
     let mut last_checkpoint = None;
+    let mut actor_behind = resumed.actor_behind;
+    let every = config.runtime.checkpoint_every;
+    let checkpoint_due = |step: usize| (every > 0 && step.is_multiple_of(every)) || step == config.runtime.steps;
     while step < config.runtime.steps {
         if shutdown.is_cancelled() {
             break;
@@ -372,6 +402,13 @@ async fn train_loop(
         // 5. Async: hand the actor the next batch now, sampled with the current weights while we train.
         let next_cursor = stream.cursor();
         if config.runtime.mode == Mode::Async && step + 1 < config.runtime.steps {
+            if std::mem::take(&mut actor_behind) {
+                // Resumed with the actor one version behind: it has just sampled the batch it had in
+                // flight with those weights; the uninterrupted run had published the current ones by now.
+                let host = learner.host_weights();
+                let v = version;
+                weights.publish(blocking(move || WeightUpdate::new(v, host)).await?)?;
+            }
             pending.clear();
             for item in queue(send_batch(&mut stream, step + 1, d.prompts_per_step, 0)?, &mut pending) {
                 prompt_tx.send(item).await.context("the actor stopped")?;
@@ -394,6 +431,9 @@ async fn train_loop(
         let n_samples = samples.len();
         let tokens: usize = samples.iter().map(|s| s.prompt.len() + s.response.len()).sum();
         let all: Vec<&Scored> = kept.iter().flatten().collect();
+        // Async: the weights the prefetched batch is sampled with, for a checkpoint after this step.
+        let actor_weights = (config.runtime.mode == Mode::Async && step + 1 < config.runtime.steps && checkpoint_due(step + 1))
+            .then(|| (version, learner.host_weights()));
         let (train_stats, back) = if samples.is_empty() {
             (StepStats::default(), learner)
         } else {
@@ -439,16 +479,17 @@ async fn train_loop(
         metrics_file.flush()?;
         // 8. Sync mode: the next batch, sampled with the weights just published.
         batch_cursor = if config.runtime.mode == Mode::Sync { stream.cursor() } else { next_cursor };
-        let state = TrainerState {
-            step,
-            weight_version: version,
-            data: batch_cursor,
-            seed: config.runtime.seed,
-            eval_before: eval_before.clone(),
-        };
-        let every = config.runtime.checkpoint_every;
-        if (every > 0 && step.is_multiple_of(every)) || step == config.runtime.steps {
-            last_checkpoint = Some(save_checkpoint(&run_dir, &config, &learner, &state, &tokenizer_dir(&config, &options))?);
+        if checkpoint_due(step) {
+            let state = TrainerState {
+                step,
+                weight_version: version,
+                data: batch_cursor,
+                seed: config.runtime.seed,
+                eval_before: eval_before.clone(),
+                actor_weight_version: actor_weights.as_ref().map(|(v, _)| *v),
+            };
+            let actor = actor_weights.as_ref().map(|(_, w)| w.as_slice());
+            last_checkpoint = Some(save_checkpoint(&run_dir, &config, &learner, &state, actor, &tokenizer_dir(&config, &options))?);
         }
         if config.runtime.mode == Mode::Sync && step < config.runtime.steps {
             pending.clear();
@@ -463,8 +504,15 @@ async fn train_loop(
     drop(prompt_tx);
     let _ = actor.await;
     if last_checkpoint.is_none() || shutdown.is_cancelled() {
-        let state = TrainerState { step, weight_version: version, data: batch_cursor, seed: config.runtime.seed, eval_before: eval_before.clone() };
-        last_checkpoint = Some(save_checkpoint(&run_dir, &config, &learner, &state, &tokenizer_dir(&config, &options))?);
+        let state = TrainerState {
+            step,
+            weight_version: version,
+            data: batch_cursor,
+            seed: config.runtime.seed,
+            eval_before: eval_before.clone(),
+            actor_weight_version: None,
+        };
+        last_checkpoint = Some(save_checkpoint(&run_dir, &config, &learner, &state, None, &tokenizer_dir(&config, &options))?);
     }
     let final_checkpoint = last_checkpoint.expect("saved above");
     // 10. Held-out evaluation after training, with the final weights.
@@ -510,10 +558,27 @@ fn tokenizer_dir(config: &RunConfig, options: &TrainOptions) -> PathBuf {
     }
 }
 
+/// How a run started.
+#[derive(Debug, Clone, Copy)]
+struct Resumed {
+    /// From a checkpoint.
+    resumed: bool,
+    /// From an async checkpoint whose actor weights are one version behind the learner's.
+    actor_behind: bool,
+}
+
 /// Writes `run_dir/checkpoints/step-N`: HF weights + config.json + tokenizer files (transformers loads
-/// the directory), the optimiser state, the trainer state and the resolved config. Written to a
-/// temporary directory first and renamed, so a crash never leaves a half-written checkpoint.
-pub fn save_checkpoint(run_dir: &Path, config: &RunConfig, learner: &Learner, state: &TrainerState, tokenizer_from: &Path) -> anyhow::Result<PathBuf> {
+/// the directory), the optimiser state (and the critic's), the trainer state, the resolved config and,
+/// in async mode, `actor_weights` (the weights the prefetched batch is being sampled with) in `actor/`.
+/// Written to a temporary directory first and renamed, so a crash never leaves a half-written checkpoint.
+pub fn save_checkpoint(
+    run_dir: &Path,
+    config: &RunConfig,
+    learner: &Learner,
+    state: &TrainerState,
+    actor_weights: Option<&[(String, HostTensor)]>,
+    tokenizer_from: &Path,
+) -> anyhow::Result<PathBuf> {
     let dir = run_dir.join("checkpoints").join(format!("step-{}", state.step));
     let tmp = run_dir.join("checkpoints").join(format!(".step-{}.tmp", state.step));
     if tmp.exists() {
@@ -521,6 +586,10 @@ pub fn save_checkpoint(run_dir: &Path, config: &RunConfig, learner: &Learner, st
     }
     std::fs::create_dir_all(&tmp)?;
     learner.save(&tmp, SaveDtype::F32)?;
+    if let Some(w) = actor_weights {
+        std::fs::create_dir_all(tmp.join(ACTOR_DIR))?;
+        rlvr_common::checkpoint::write_safetensors(&tmp.join(ACTOR_DIR).join("model.safetensors"), w, SaveDtype::F32)?;
+    }
     for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
         let src = tokenizer_from.join(f);
         if src.exists() {
