@@ -143,7 +143,8 @@ impl Default for AlgorithmSection {
 /// `[algorithm.critic]`: PPO's value model (the policy's transformer with a scalar head, initialised
 /// from the policy's weights), used when `algorithm.advantage.estimator = "gae"`. verl's defaults:
 /// AdamW at 1e-5 (the policy's betas, eps and weight decay, a constant schedule), value clipping at 0.5,
-/// token-mean loss, grad-norm clip 1.0; one critic step per policy step, on the same mini-batches.
+/// token-mean loss, grad-norm clip 1.0, no warm-up; one critic step per policy step, on the same
+/// mini-batches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CriticSection {
@@ -152,11 +153,14 @@ pub struct CriticSection {
     pub value_clip: f64,
     /// Global gradient-norm clip of the critic (0 = off).
     pub grad_clip: f64,
+    /// Rollout batches at the start of a run that train only the critic (verl's `critic_warmup`),
+    /// so that the first policy updates see values rather than the head's initial zeros.
+    pub warmup_steps: usize,
 }
 
 impl Default for CriticSection {
     fn default() -> Self {
-        Self { lr: 1e-5, value_clip: 0.5, grad_clip: 1.0 }
+        Self { lr: 1e-5, value_clip: 0.5, grad_clip: 1.0, warmup_steps: 0 }
     }
 }
 

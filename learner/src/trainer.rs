@@ -54,7 +54,8 @@ pub struct StepStats {
     pub lr: f64,
     pub advantage_abs_mean: f64,
     /// Learner log-probs minus the actor's, mean absolute over response tokens: the training/inference
-    /// mismatch (0 up to float noise when the rollouts come from the current weights).
+    /// mismatch (0 up to float noise when the rollouts come from the current weights). NaN (`null` in
+    /// metrics.jsonl) in a critic warm-up batch, where the policy does no forward pass.
     pub logprob_mismatch: f64,
     pub micro_batches: usize,
     pub optimizer_steps: usize,
@@ -239,8 +240,12 @@ impl Learner {
             .map(|(i, s)| (0..s.response.len()).map(|t| f64::from(adv_host[i * longest + t].abs())).sum::<f64>())
             .sum::<f64>()
             / valid_tokens as f64;
+        // Critic warm-up: the first `critic.warmup_steps` batches train only the critic.
+        let warmup = (self.algo.critic.warmup_steps * self.algo.mini_batches) as u64;
+        let train_policy = self.critic.as_ref().is_none_or(|c| c.optim.steps() >= warmup);
         // 2. Old log-probs: recomputed before the first update when there are several.
-        let old: Option<Vec<Vec<f32>>> = (self.algo.mini_batches > 1).then(|| self.log_probs_no_grad(samples)).transpose()?;
+        let old: Option<Vec<Vec<f32>>> =
+            (train_policy && self.algo.mini_batches > 1).then(|| self.log_probs_no_grad(samples)).transpose()?;
         // 3. Mini-batches (by group order), each one optimiser step over accumulated micro-batches.
         let per_mini = n.div_ceil(self.algo.mini_batches);
         let mut weighted = WeightedMeans::default();
@@ -248,83 +253,85 @@ impl Learner {
         for chunk in (0..n).collect::<Vec<_>>().chunks(per_mini) {
             let mini: Vec<usize> = chunk.to_vec();
             let mini_tokens: usize = mini.iter().map(|&i| samples[i].response.len()).sum();
-            let mut acc = GradAccumulator::new();
-            for micro in self.micro_batches(samples, &mini) {
-                let (seqs, prompt_lens) = sequences(samples, &micro);
-                let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-                // The entropy is a metric unless the loss has an entropy bonus.
-                let entropy_mode = if self.algo.policy_loss.entropy_coeff == 0.0 { Entropy::Metric } else { Entropy::Differentiable };
-                let (logp, entropy) = self.model().response_log_probs(&rows, &prompt_lens, self.temperature, entropy_mode)?;
-                let width = logp.dims()[1];
-                let pick = |f: &dyn Fn(usize, usize) -> f32| -> Tensor<CpuAutodiff, 2> { host_matrix(&micro, width, &device, f) };
-                let in_resp = |i: usize, t: usize| t < samples[i].response.len();
-                let mask = pick(&|i, t| if in_resp(i, t) { 1.0 } else { 0.0 });
-                let adv = pick(&|i, t| if in_resp(i, t) { adv_host[i * longest + t] } else { 0.0 });
-                let rollout_lp = pick(&|i, t| if in_resp(i, t) { samples[i].rollout_log_probs[t] } else { 0.0 });
-                let old_lp = match &old {
-                    Some(old) => pick(&|i, t| if in_resp(i, t) { old[i][t] } else { 0.0 }),
-                    None => logp.clone().detach(),
-                };
-                // The training/inference mismatch, measured where it matters.
-                let lp_host = to_host(logp.clone().detach().inner());
-                let mut mismatch = 0.0;
-                for (r, &i) in micro.iter().enumerate() {
-                    for t in 0..samples[i].response.len() {
-                        mismatch += f64::from((lp_host[r * width + t] - samples[i].rollout_log_probs[t]).abs());
+            if train_policy {
+                let mut acc = GradAccumulator::new();
+                for micro in self.micro_batches(samples, &mini) {
+                    let (seqs, prompt_lens) = sequences(samples, &micro);
+                    let rows: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+                    // The entropy is a metric unless the loss has an entropy bonus.
+                    let entropy_mode = if self.algo.policy_loss.entropy_coeff == 0.0 { Entropy::Metric } else { Entropy::Differentiable };
+                    let (logp, entropy) = self.model().response_log_probs(&rows, &prompt_lens, self.temperature, entropy_mode)?;
+                    let width = logp.dims()[1];
+                    let pick = |f: &dyn Fn(usize, usize) -> f32| -> Tensor<CpuAutodiff, 2> { host_matrix(&micro, width, &device, f) };
+                    let in_resp = |i: usize, t: usize| t < samples[i].response.len();
+                    let mask = pick(&|i, t| if in_resp(i, t) { 1.0 } else { 0.0 });
+                    let adv = pick(&|i, t| if in_resp(i, t) { adv_host[i * longest + t] } else { 0.0 });
+                    let rollout_lp = pick(&|i, t| if in_resp(i, t) { samples[i].rollout_log_probs[t] } else { 0.0 });
+                    let old_lp = match &old {
+                        Some(old) => pick(&|i, t| if in_resp(i, t) { old[i][t] } else { 0.0 }),
+                        None => logp.clone().detach(),
+                    };
+                    // The training/inference mismatch, measured where it matters.
+                    let lp_host = to_host(logp.clone().detach().inner());
+                    let mut mismatch = 0.0;
+                    for (r, &i) in micro.iter().enumerate() {
+                        for t in 0..samples[i].response.len() {
+                            mismatch += f64::from((lp_host[r * width + t] - samples[i].rollout_log_probs[t]).abs());
+                        }
                     }
+                    let micro_tokens: usize = micro.iter().map(|&i| samples[i].response.len()).sum();
+                    // Each micro-batch's share of the mini-batch objective: tokens for token-mean, sequences otherwise.
+                    let share = match self.algo.policy_loss.agg {
+                        LossAgg::TokenMean => micro_tokens as f64 / mini_tokens as f64,
+                        _ => micro.len() as f64 / mini.len() as f64,
+                    };
+                    // 4. The objective.
+                    let loss_cfg = &self.algo.policy_loss;
+                    let ref_log_prob = match (&self.reference, loss_cfg.kl) {
+                        (Some(reference), Some(_)) => {
+                            let (ref_lp, _) = reference.response_log_probs(&rows, &prompt_lens, self.temperature, Entropy::None)?;
+                            Some(Tensor::<CpuAutodiff, 2>::from_data(ref_lp.into_data(), &device))
+                        }
+                        _ => None,
+                    };
+                    let inputs = PolicyInputs { log_prob: logp, old_log_prob: old_lp, advantages: adv, response_mask: mask };
+                    let extras = PolicyExtras { rollout_log_prob: Some(rollout_lp), ref_log_prob, entropy };
+                    let out = policy_loss(loss_cfg, &inputs, &extras)?;
+                    let total = out.loss;
+                    let m = out.metrics;
+                    let total_value = scalar(&total);
+                    let grads = total.mul_scalar(share).backward();
+                    acc.add(self.model(), GradientsParams::from_grads(grads, self.model()));
+                    weighted.add(share / self.algo.mini_batches as f64, &[
+                        total_value,
+                        m.pg_loss,
+                        m.kl_loss.unwrap_or(0.0),
+                        m.entropy.unwrap_or(0.0),
+                        m.clip_frac,
+                    ]);
+                    stats.logprob_mismatch += mismatch;
+                    stats.micro_batches += 1;
                 }
-                let micro_tokens: usize = micro.iter().map(|&i| samples[i].response.len()).sum();
-                // Each micro-batch's share of the mini-batch objective: tokens for token-mean, sequences otherwise.
-                let share = match self.algo.policy_loss.agg {
-                    LossAgg::TokenMean => micro_tokens as f64 / mini_tokens as f64,
-                    _ => micro.len() as f64 / mini.len() as f64,
+                // 5. Clip and step.
+                let mut grads = acc.take();
+                let model = self.model.take().expect("present between updates");
+                let norm = if self.grad_clip > 0.0 {
+                    clip_grad_norm(&model, &mut grads, self.grad_clip)
+                } else {
+                    let norm = crate::optim::grad_norm(&model, &grads);
+                    if norm.is_finite() { Ok(norm) } else { Err(crate::optim::OptimError::NonFiniteGradNorm(norm)) }
                 };
-                // 4. The objective.
-                let loss_cfg = &self.algo.policy_loss;
-                let ref_log_prob = match (&self.reference, loss_cfg.kl) {
-                    (Some(reference), Some(_)) => {
-                        let (ref_lp, _) = reference.response_log_probs(&rows, &prompt_lens, self.temperature, Entropy::None)?;
-                        Some(Tensor::<CpuAutodiff, 2>::from_data(ref_lp.into_data(), &device))
+                match norm {
+                    Ok(norm) => {
+                        stats.grad_norm = norm;
+                        stats.lr = self.optim.lr();
+                        self.model = Some(self.optim.step(model, grads));
+                        stats.optimizer_steps += 1;
                     }
-                    _ => None,
-                };
-                let inputs = PolicyInputs { log_prob: logp, old_log_prob: old_lp, advantages: adv, response_mask: mask };
-                let extras = PolicyExtras { rollout_log_prob: Some(rollout_lp), ref_log_prob, entropy };
-                let out = policy_loss(loss_cfg, &inputs, &extras)?;
-                let total = out.loss;
-                let m = out.metrics;
-                let total_value = scalar(&total);
-                let grads = total.mul_scalar(share).backward();
-                acc.add(self.model(), GradientsParams::from_grads(grads, self.model()));
-                weighted.add(share / self.algo.mini_batches as f64, &[
-                    total_value,
-                    m.pg_loss,
-                    m.kl_loss.unwrap_or(0.0),
-                    m.entropy.unwrap_or(0.0),
-                    m.clip_frac,
-                ]);
-                stats.logprob_mismatch += mismatch;
-                stats.micro_batches += 1;
-            }
-            // 5. Clip and step.
-            let mut grads = acc.take();
-            let model = self.model.take().expect("present between updates");
-            let norm = if self.grad_clip > 0.0 {
-                clip_grad_norm(&model, &mut grads, self.grad_clip)
-            } else {
-                let norm = crate::optim::grad_norm(&model, &grads);
-                if norm.is_finite() { Ok(norm) } else { Err(crate::optim::OptimError::NonFiniteGradNorm(norm)) }
-            };
-            match norm {
-                Ok(norm) => {
-                    stats.grad_norm = norm;
-                    stats.lr = self.optim.lr();
-                    self.model = Some(self.optim.step(model, grads));
-                    stats.optimizer_steps += 1;
-                }
-                Err(e) => {
-                    self.model = Some(model);
-                    return Err(anyhow::anyhow!("skipped the update: {e}"));
+                    Err(e) => {
+                        self.model = Some(model);
+                        return Err(anyhow::anyhow!("skipped the update: {e}"));
+                    }
                 }
             }
             // 6. The critic's step on the same mini-batch.
@@ -344,7 +351,7 @@ impl Learner {
         stats.kl = kl;
         stats.entropy = entropy;
         stats.clip_fraction = clip;
-        stats.logprob_mismatch /= valid_tokens as f64;
+        stats.logprob_mismatch /= if train_policy { valid_tokens as f64 } else { f64::NAN };
         Ok(stats)
     }
 

@@ -272,3 +272,37 @@ fn an_async_run_resumed_mid_run_continues_exactly() {
         assert!(diff <= 1e-6, "{k} differs by {diff}");
     }
 }
+
+/// `algorithm.critic.warmup_steps`: the first batches train only the critic; the policy's weights do
+/// not move until the warm-up is over.
+#[test]
+fn critic_warmup_trains_only_the_critic_first() {
+    let model = CausalLm::<Cpu>::random(tiny_config(61), 5, &Default::default());
+    let mut config = RunConfig::default();
+    config.algorithm.advantage.estimator = AdvantageEstimator::Gae;
+    config.algorithm.critic.lr = 1e-2;
+    config.algorithm.critic.warmup_steps = 2;
+    config.optimizer.lr = 1e-2;
+    let initial: HashMap<_, _> = model.to_host_weights().into_iter().collect();
+    let mut learner = Learner::new(&config, model.config.clone(), initial.clone(), None, None).unwrap();
+    let samples: Vec<TrainSample> = (0..8u32)
+        .map(|i| TrainSample {
+            group: u64::from(i / 4),
+            prompt: vec![5, 9, 13 + i],
+            response: vec![20 + i, 21, 22 + i % 3],
+            rollout_log_probs: vec![-1.0; 3],
+            reward: (i % 2) as f32,
+        })
+        .collect();
+    let unchanged = |learner: &Learner| learner.host_weights().iter().all(|(k, t)| t.data == initial[k].data);
+    let mut value_means = vec![];
+    for batch in 0..3 {
+        let stats = learner.train_on(&samples).unwrap();
+        value_means.push(stats.value_mean.unwrap());
+        assert_eq!(stats.optimizer_steps, usize::from(batch >= 2), "batch {batch}");
+        assert_eq!(unchanged(&learner), batch < 2, "batch {batch}: the policy must move only after the warm-up");
+        assert!(stats.critic_grad_norm.is_some(), "batch {batch}: the critic trains from the start");
+    }
+    assert_eq!(value_means[0], 0.0);
+    assert!(value_means[2] != 0.0, "the critic did not move during the warm-up: {value_means:?}");
+}
