@@ -67,12 +67,7 @@ impl<B: Backend> Critic<B> {
     /// `dir/critic.safetensors`.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         let mut tensors = self.backbone.to_host_weights();
-        for (name, p) in [("weight", self.score.weight.val()), ("bias", self.score.bias.as_ref().expect("the head has a bias").val().unsqueeze::<2>())]
-        {
-            let shape = if name == "bias" { vec![1] } else { p.dims().to_vec() };
-            let data = p.into_data().convert::<f32>().into_vec().expect("f32 tensor data");
-            tensors.push((format!("{HEAD}.{name}"), HostTensor::new(shape, data)));
-        }
+        tensors.extend(self.score.to_host_weights(HEAD));
         std::fs::create_dir_all(dir)?;
         checkpoint::write_safetensors(&dir.join(CRITIC_FILE), &tensors, SaveDtype::F32)?;
         Ok(())

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
-use super::layers::{Attention, DecoderLayer, Embedding, Linear, Mlp, RmsNorm, Rope, expected_shapes};
+use super::layers::{Attention, DecoderLayer, Embedding, Linear, Mlp, RmsNorm, Rope, expected_shapes, param_to_host};
 use super::{ModelError, rope};
 use crate::checkpoint::{self, HostTensor, SaveDtype};
 
@@ -180,18 +180,8 @@ impl<B: Backend> CausalLm<B> {
 
     /// Every parameter as a host tensor under its HF key.
     pub fn to_host_weights(&self) -> Vec<(String, HostTensor)> {
-        fn host<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> HostTensor {
-            let t = p.val();
-            let shape = t.dims().to_vec();
-            HostTensor::new(shape, t.into_data().convert::<f32>().into_vec().expect("f32 tensor data"))
-        }
-        let mut out = vec![("model.embed_tokens.weight".to_string(), host(&self.model.embed_tokens.weight))];
-        let linear = |out: &mut Vec<_>, name: String, l: &Linear<B>| {
-            out.push((format!("{name}.weight"), host(&l.weight)));
-            if let Some(b) = &l.bias {
-                out.push((format!("{name}.bias"), host(b)));
-            }
-        };
+        let mut out = vec![("model.embed_tokens.weight".to_string(), param_to_host(&self.model.embed_tokens.weight))];
+        let linear = |out: &mut Vec<_>, name: String, l: &Linear<B>| out.extend(l.to_host_weights(&name));
         for (i, layer) in self.model.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             let a = &layer.self_attn;
@@ -200,17 +190,17 @@ impl<B: Backend> CausalLm<B> {
             }
             for (n, norm) in [("q_norm", &a.q_norm), ("k_norm", &a.k_norm)] {
                 if let Some(norm) = norm {
-                    out.push((format!("{p}.self_attn.{n}.weight"), host(&norm.weight)));
+                    out.push((format!("{p}.self_attn.{n}.weight"), param_to_host(&norm.weight)));
                 }
             }
             let m = &layer.mlp;
             for (n, l) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
                 linear(&mut out, format!("{p}.mlp.{n}"), l);
             }
-            out.push((format!("{p}.input_layernorm.weight"), host(&layer.input_layernorm.weight)));
-            out.push((format!("{p}.post_attention_layernorm.weight"), host(&layer.post_attention_layernorm.weight)));
+            out.push((format!("{p}.input_layernorm.weight"), param_to_host(&layer.input_layernorm.weight)));
+            out.push((format!("{p}.post_attention_layernorm.weight"), param_to_host(&layer.post_attention_layernorm.weight)));
         }
-        out.push(("model.norm.weight".to_string(), host(&self.model.norm.weight)));
+        out.push(("model.norm.weight".to_string(), param_to_host(&self.model.norm.weight)));
         if let Some(head) = &self.lm_head {
             linear(&mut out, "lm_head".to_string(), head);
         }

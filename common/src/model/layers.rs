@@ -7,6 +7,14 @@ use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
+use crate::checkpoint::HostTensor;
+
+/// A parameter's values on the host (f32).
+pub(crate) fn param_to_host<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> HostTensor {
+    let t = p.val();
+    let shape = t.dims().to_vec();
+    HostTensor::new(shape, t.into_data().convert::<f32>().into_vec().expect("f32 tensor data"))
+}
 
 /// A linear layer holding its weight as HF stores it: `(out_features, in_features)`.
 #[derive(Module, Debug)]
@@ -16,6 +24,15 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
+    /// The weight and the bias (if any) on the host, under HF's `{name}.weight` / `{name}.bias`.
+    pub fn to_host_weights(&self, name: &str) -> Vec<(String, HostTensor)> {
+        let mut out = vec![(format!("{name}.weight"), param_to_host(&self.weight))];
+        if let Some(b) = &self.bias {
+            out.push((format!("{name}.bias"), param_to_host(b)));
+        }
+        out
+    }
+
     /// `(..., in) -> (..., out)`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let mut dims = x.dims();
