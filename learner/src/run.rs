@@ -337,6 +337,18 @@ async fn train_loop(
     let mut actor_behind = resumed.actor_behind;
     let every = config.runtime.checkpoint_every;
     let checkpoint_due = |step: usize| (every > 0 && step.is_multiple_of(every)) || step == config.runtime.steps;
+    // A checkpoint after `step` updates, with the async actor's weights when it has a batch in flight.
+    let checkpoint = |learner: &Learner, step, version, data, eval_before: &Option<EvalReport>, actor: Option<&(u64, Vec<(String, HostTensor)>)>| {
+        let state = TrainerState {
+            step,
+            weight_version: version,
+            data,
+            seed: config.runtime.seed,
+            eval_before: eval_before.clone(),
+            actor_weight_version: actor.map(|(v, _)| *v),
+        };
+        save_checkpoint(&run_dir, &config, learner, &state, actor.map(|(_, w)| w.as_slice()), &tokenizer_dir(&config, &options))
+    };
     while step < config.runtime.steps {
         if shutdown.is_cancelled() {
             break;
@@ -480,16 +492,7 @@ async fn train_loop(
         // 8. Sync mode: the next batch, sampled with the weights just published.
         batch_cursor = if config.runtime.mode == Mode::Sync { stream.cursor() } else { next_cursor };
         if checkpoint_due(step) {
-            let state = TrainerState {
-                step,
-                weight_version: version,
-                data: batch_cursor,
-                seed: config.runtime.seed,
-                eval_before: eval_before.clone(),
-                actor_weight_version: actor_weights.as_ref().map(|(v, _)| *v),
-            };
-            let actor = actor_weights.as_ref().map(|(_, w)| w.as_slice());
-            last_checkpoint = Some(save_checkpoint(&run_dir, &config, &learner, &state, actor, &tokenizer_dir(&config, &options))?);
+            last_checkpoint = Some(checkpoint(&learner, step, version, batch_cursor, &eval_before, actor_weights.as_ref())?);
         }
         if config.runtime.mode == Mode::Sync && step < config.runtime.steps {
             pending.clear();
@@ -504,15 +507,7 @@ async fn train_loop(
     drop(prompt_tx);
     let _ = actor.await;
     if last_checkpoint.is_none() || shutdown.is_cancelled() {
-        let state = TrainerState {
-            step,
-            weight_version: version,
-            data: batch_cursor,
-            seed: config.runtime.seed,
-            eval_before: eval_before.clone(),
-            actor_weight_version: None,
-        };
-        last_checkpoint = Some(save_checkpoint(&run_dir, &config, &learner, &state, None, &tokenizer_dir(&config, &options))?);
+        last_checkpoint = Some(checkpoint(&learner, step, version, batch_cursor, &eval_before, None)?);
     }
     let final_checkpoint = last_checkpoint.expect("saved above");
     // 10. Held-out evaluation after training, with the final weights.

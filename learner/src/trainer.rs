@@ -219,11 +219,11 @@ impl Learner {
         let mask = mask_tensor::<Cpu>(samples, longest);
         let scores = Tensor::<Cpu, 1>::from_data(TensorData::new(samples.iter().map(|s| s.reward).collect(), [n]), &device);
         let groups: Vec<u64> = samples.iter().map(|s| s.group).collect();
+        let valid_tokens: usize = samples.iter().map(|s| s.response.len()).sum();
         let mut stats = StepStats::default();
         // With a critic: its values now, GAE's advantages and the returns it regresses on.
         let (advantages, critic_targets) = if self.critic.is_some() {
             let values = self.values_no_grad(samples, longest)?;
-            let valid_tokens: usize = samples.iter().map(|s| s.response.len()).sum();
             stats.value_mean = Some(values.iter().map(|&v| f64::from(v)).sum::<f64>() / valid_tokens as f64);
             let values_t = Tensor::<Cpu, 2>::from_data(TensorData::new(values.clone(), [n, longest]), &device);
             let a = &self.algo.advantage;
@@ -233,7 +233,6 @@ impl Learner {
             (outcome_advantages(&self.algo.advantage, scores, mask.clone(), &groups)?, None)
         };
         let adv_host = to_host(advantages);
-        let valid_tokens: usize = samples.iter().map(|s| s.response.len()).sum();
         stats.advantage_abs_mean = samples
             .iter()
             .enumerate()
