@@ -177,9 +177,9 @@ fn a_resumed_run_with_a_critic_continues_exactly() {
     resumes_exactly(AdvantageEstimator::Gae);
 }
 
-fn resumes_exactly(estimator: AdvantageEstimator) {
-    let tmp = tempfile::tempdir().unwrap();
-    let model_dir = tmp.path().join("model");
+/// A 3-step run of a tiny model (saved under `tmp/model`) into `tmp/straight`, without evaluation.
+fn tiny_run(tmp: &Path) -> RunConfig {
+    let model_dir = tmp.join("model");
     tiny_model_dir(&model_dir);
     let mut config = RunConfig::default();
     config.model.path = model_dir;
@@ -187,11 +187,17 @@ fn resumes_exactly(estimator: AdvantageEstimator) {
     config.rollout.max_new_tokens = 6;
     config.data.prompts_per_step = 2;
     config.optimizer.lr = 1e-3;
-    config.algorithm.advantage.estimator = estimator;
-    config.algorithm.critic.lr = 1e-3;
     config.runtime.eval = false;
     config.runtime.steps = 3;
-    config.runtime.run_dir = tmp.path().join("straight");
+    config.runtime.run_dir = tmp.join("straight");
+    config
+}
+
+fn resumes_exactly(estimator: AdvantageEstimator) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_run(tmp.path());
+    config.algorithm.advantage.estimator = estimator;
+    config.algorithm.critic.lr = 1e-3;
     run(&config, None);
 
     let mut first = config.clone();
@@ -217,14 +223,7 @@ fn resumes_exactly(estimator: AdvantageEstimator) {
             }
         }
     }
-    let wa = read_weights(&tmp.path().join("straight/checkpoints/step-3")).unwrap();
-    let wb = read_weights(&tmp.path().join("resumed/checkpoints/step-3")).unwrap();
-    assert_eq!(wa.len(), wb.len());
-    for (k, ta) in &wa {
-        let tb = &wb[k];
-        let diff = ta.data.iter().zip(&tb.data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-        assert!(diff <= 1e-6, "{k} differs by {diff}");
-    }
+    let wa = same_final_weights(tmp.path());
     // The weights did move (a test of resume on a run that learns nothing would prove nothing).
     let w0 = read_weights(&config.model.path).unwrap();
     let moved = w0.iter().any(|(k, t)| t.data.iter().zip(&wa[k].data).any(|(x, y)| x != y));
@@ -236,19 +235,9 @@ fn resumes_exactly(estimator: AdvantageEstimator) {
 #[test]
 fn an_async_run_resumed_mid_run_continues_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let model_dir = tmp.path().join("model");
-    tiny_model_dir(&model_dir);
-    let mut config = RunConfig::default();
-    config.model.path = model_dir;
-    config.rollout.group_size = 4;
-    config.rollout.max_new_tokens = 6;
-    config.data.prompts_per_step = 2;
-    config.optimizer.lr = 1e-3;
+    let mut config = tiny_run(tmp.path());
     config.runtime.mode = Mode::Async;
-    config.runtime.eval = false;
-    config.runtime.steps = 3;
     config.runtime.checkpoint_every = 1;
-    config.runtime.run_dir = tmp.path().join("straight");
     run(&config, None);
     let checkpoint = tmp.path().join("straight/checkpoints/step-2");
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(checkpoint.join("trainer_state.json")).unwrap()).unwrap();
@@ -265,12 +254,19 @@ fn an_async_run_resumed_mid_run_continues_exactly() {
     }
     let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
     assert!((lx - ly).abs() <= 1e-6 * (1.0 + lx.abs()), "loss {lx} vs {ly}");
-    let wa = read_weights(&tmp.path().join("straight/checkpoints/step-3")).unwrap();
-    let wb = read_weights(&tmp.path().join("resumed/checkpoints/step-3")).unwrap();
+    same_final_weights(tmp.path());
+}
+
+/// Asserts that the straight and the resumed run end with the same weights (within 1e-6); returns them.
+fn same_final_weights(tmp: &Path) -> HashMap<String, rlvr_common::checkpoint::HostTensor> {
+    let wa = read_weights(&tmp.join("straight/checkpoints/step-3")).unwrap();
+    let wb = read_weights(&tmp.join("resumed/checkpoints/step-3")).unwrap();
+    assert_eq!(wa.len(), wb.len());
     for (k, ta) in &wa {
         let diff = ta.data.iter().zip(&wb[k].data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(diff <= 1e-6, "{k} differs by {diff}");
     }
+    wa
 }
 
 /// `algorithm.critic.warmup_steps`: the first batches train only the critic; the policy's weights do
