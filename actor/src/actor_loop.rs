@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use burn::tensor::backend::Backend;
+use rlvr_common::model::ModelBackend;
 use rlvr_common::rollout::Rollout;
 use rlvr_common::weights::WeightSubscriber;
 use tokio::sync::mpsc;
@@ -131,7 +131,7 @@ pub async fn run_actor<B, S, K>(
     shutdown: CancellationToken,
 ) -> Result<ActorReport, ActorError>
 where
-    B: Backend,
+    B: ModelBackend,
     Engine<B>: Send + 'static,
     S: PromptSource,
     K: RolloutSink,

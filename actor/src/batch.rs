@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::tensor::backend::Backend;
-use rlvr_common::model::CausalLm;
+use rlvr_common::model::{CausalLm, ModelBackend};
 use rlvr_common::rollout::Rollout;
 use rlvr_common::tokenizer::{ChatMessage, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -84,7 +83,7 @@ fn prompt_ids(line: &PromptLine, tokenizer: &Tokenizer, job: &BatchJob) -> anyho
 
 /// Reads the prompts, generates `job.params.n` samples for each with continuous batching, and writes
 /// one JSON rollout per line (in prompt order, then sample order).
-pub fn run_jsonl<B: Backend>(
+pub fn run_jsonl<B: ModelBackend>(
     model: CausalLm<B>,
     tokenizer: Tokenizer,
     input: &Path,

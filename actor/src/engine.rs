@@ -15,11 +15,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rayon::prelude::*;
-use rlvr_common::model::{CausalLm, KvCache, ModelError};
+use rlvr_common::model::{CausalLm, KvCache, ModelBackend, ModelError};
 use rlvr_common::rollout::{FinishReason, Rollout, RolloutTimings};
 use rlvr_common::weights::{WeightUpdate, WeightsError};
 
@@ -148,7 +147,7 @@ struct Sample {
 }
 
 /// The engine: a model at a weight version, a queue and a running batch.
-pub struct Engine<B: Backend> {
+pub struct Engine<B: ModelBackend> {
     model: CausalLm<B>,
     version: u64,
     config: EngineConfig,
@@ -160,7 +159,7 @@ pub struct Engine<B: Backend> {
     admitting: bool,
 }
 
-impl<B: Backend> std::fmt::Debug for Engine<B> {
+impl<B: ModelBackend> std::fmt::Debug for Engine<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("version", &self.version)
@@ -187,7 +186,7 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-impl<B: Backend> Engine<B> {
+impl<B: ModelBackend> Engine<B> {
     pub fn new(model: CausalLm<B>, version: u64, config: EngineConfig) -> Self {
         let cache = model.new_cache();
         Self {
@@ -489,7 +488,7 @@ impl<B: Backend> Engine<B> {
 /// Samples one token per sample `j`, from row `rows[j]` of `logits` `(rows, vocab)`, with the sample's
 /// own parameters and RNG. Rows are sampled in parallel (each owns its RNG, so the result does not
 /// depend on the thread count or the order).
-fn sample_rows_of<B: Backend>(samples: &mut [Sample], logits: burn::tensor::Tensor<B, 2>, rows: &[usize]) -> Vec<(u32, f32)> {
+fn sample_rows_of<B: ModelBackend>(samples: &mut [Sample], logits: burn::tensor::Tensor<B, 2>, rows: &[usize]) -> Vec<(u32, f32)> {
     let [_, vocab] = logits.dims();
     let flat: Vec<f32> = logits.into_data().convert::<f32>().into_vec().expect("f32 logits");
     samples

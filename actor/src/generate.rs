@@ -1,8 +1,7 @@
 //! One-shot batched generation: a thin wrapper over the [`Engine`](crate::engine::Engine) for callers
 //! with a fixed list of prompts and one set of parameters (the `rlvr generate` command, tests).
 
-use burn::tensor::backend::Backend;
-use rlvr_common::model::CausalLm;
+use rlvr_common::model::{CausalLm, ModelBackend};
 
 pub use rlvr_common::rollout::FinishReason;
 
@@ -29,7 +28,7 @@ pub struct GenerateParams {
 
 /// Generates a continuation of every prompt, all in one batch. Prompt `i` samples with seed `seed + i`,
 /// so its tokens do not depend on the rest of the batch.
-pub fn generate<B: Backend>(
+pub fn generate<B: ModelBackend>(
     model: &CausalLm<B>,
     prompts: &[&[u32]],
     params: &GenerateParams,

@@ -14,7 +14,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rlvr_common::checkpoint::{self, HostTensor, SaveDtype};
-use rlvr_common::model::{CausalLm, Linear, ModelConfig, ModelError};
+use rlvr_common::model::{CausalLm, Linear, ModelBackend, ModelConfig, ModelError};
 
 /// The file a checkpoint keeps the critic's weights in (its optimiser state goes to `critic/`).
 pub const CRITIC_FILE: &str = "critic.safetensors";
@@ -27,7 +27,7 @@ pub struct Critic<B: Backend> {
     pub score: Linear<B>,
 }
 
-impl<B: Backend> Critic<B> {
+impl<B: ModelBackend> Critic<B> {
     /// The policy's weights with a zero value head.
     pub fn from_policy(config: ModelConfig, weights: HashMap<String, HostTensor>, device: &B::Device) -> Result<Self, ModelError> {
         let hidden = config.hidden_size;

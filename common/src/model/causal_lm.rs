@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::layers::{Attention, DecoderLayer, Embedding, Linear, Mlp, RmsNorm, Rope, expected_shapes, param_to_host};
+use super::fused::ModelBackend;
 use super::{ModelError, rope};
 use crate::checkpoint::{self, HostTensor, SaveDtype};
 
@@ -217,6 +218,9 @@ impl<B: Backend> CausalLm<B> {
         std::fs::write(&path, config).map_err(|e| ModelError::Io { path, source: e })
     }
 
+}
+
+impl<B: ModelBackend> CausalLm<B> {
     fn device(&self) -> B::Device {
         self.model.embed_tokens.weight.val().device()
     }
@@ -302,8 +306,10 @@ impl<B: Backend> CausalLm<B> {
         }
         let batch = rows.len();
         let logits = self.forward(rows)?.narrow(1, 0, seq - 1);
+        let vocab = logits.dims()[2];
         let targets = self.token_tensor(&rows.iter().map(|r| &r[1.min(r.len())..]).collect::<Vec<_>>(), seq - 1, 0);
-        let lp = log_softmax(logits, 2).gather(2, targets.unsqueeze_dim(2)).squeeze_dim::<2>(2);
+        let n = batch * (seq - 1);
+        let lp = B::token_log_probs(logits.reshape([n, vocab]), targets.reshape([n]), 1.0).reshape([batch, seq - 1]);
         let valid: Vec<f32> = rows
             .iter()
             .flat_map(|r| (0..seq - 1).map(move |t| if t + 1 < r.len() { 1.0 } else { 0.0 }))
@@ -333,22 +339,26 @@ impl<B: Backend> CausalLm<B> {
         let [batch, longest, _] = h.dims();
         let resp: Vec<usize> = rows.iter().zip(prompt_lens).map(|(r, &p)| r.len() - p).collect();
         let resp = resp.as_slice();
-        let logits = self.logits(h).div_scalar(temperature);
-        // Log-softmax, the taken tokens, and the entropy of each position's distribution.
-        let logp = log_softmax(logits, 2);
+        let logits = self.logits(h);
+        let vocab = logits.dims()[2];
         let targets: Vec<i64> = (0..batch)
             .flat_map(|b| (0..longest).map(move |t| i64::from(rows[b][prompt_lens[b] + t.min(resp[b] - 1)])))
             .collect();
-        let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [batch, longest]), &self.device());
+        let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [batch * longest]), &self.device());
         let valid = self.response_valid(resp, longest);
-        let entropy_of = |logp: Tensor<B, 3>| logp.clone().exp().mul(logp).sum_dim(2).squeeze_dim::<2>(2).neg().mul(valid.clone());
+        // The entropy of each position's distribution at `temperature`.
+        let entropy_of = |logits: Tensor<B, 3>| {
+            let logp = log_softmax(logits.div_scalar(temperature), 2);
+            logp.clone().exp().mul(logp).sum_dim(2).squeeze_dim::<2>(2).neg().mul(valid.clone())
+        };
         let entropy = match entropy {
             Entropy::None => None,
             // Outside the graph: the (rows, positions, vocab) intermediates are not kept for backward.
-            Entropy::Metric => Some(entropy_of(logp.clone().detach())),
-            Entropy::Differentiable => Some(entropy_of(logp.clone())),
+            Entropy::Metric => Some(entropy_of(logits.clone().detach())),
+            Entropy::Differentiable => Some(entropy_of(logits.clone())),
         };
-        let taken = logp.gather(2, targets.unsqueeze_dim(2)).squeeze_dim::<2>(2).mul(valid);
+        let taken = B::token_log_probs(logits.reshape([batch * longest, vocab]), targets, f64::from(temperature));
+        let taken = taken.reshape([batch, longest]).mul(valid);
         Ok((taken, entropy))
     }
 

@@ -2,10 +2,10 @@
 //! (`q_proj.weight`, `input_layernorm.weight`, …) so loading needs no remap table.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::config::ModelConfig;
+use super::fused::ModelBackend;
 use super::kv_cache::KvCache;
 use crate::checkpoint::HostTensor;
 
@@ -64,11 +64,12 @@ pub struct RmsNorm<B: Backend> {
     pub eps: f64,
 }
 
-impl<B: Backend> RmsNorm<B> {
+impl<B: ModelBackend> RmsNorm<B> {
     /// `(..., d) -> (..., d)`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let inv_rms = x.clone().powi_scalar(2).mean_dim(D - 1).add_scalar(self.eps).sqrt().recip();
-        x.mul(inv_rms).mul(self.weight.val().unsqueeze())
+        let dims = x.dims();
+        let d = dims[D - 1];
+        B::rms_norm(x.reshape([dims.iter().product::<usize>() / d, d]), self.weight.val(), self.eps).reshape(dims)
     }
 }
 
@@ -108,7 +109,7 @@ pub struct Attention<B: Backend> {
     pub head_dim: usize,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: ModelBackend> Attention<B> {
     /// `x: (batch, seq, hidden)`, `mask: (batch, 1, seq, keys)` with `true` = hidden from the query;
     /// with a cache, `keys` counts the cached columns plus this step's. Returns `(batch, seq, hidden)`.
     pub fn forward(
@@ -154,7 +155,7 @@ impl<B: Backend> Attention<B> {
 ///
 /// `q: (B, L, heads, D)`, `k, v: (B, kv_heads, T, D)`, `mask: (B, 1, L, T)` with `true` = hidden (every
 /// query sees at least key 0, so no row is fully masked). Returns `(B, L, heads * D)`.
-fn grouped_attention<B: Backend>(
+fn grouped_attention<B: ModelBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -176,8 +177,7 @@ fn grouped_attention<B: Backend>(
     } else {
         mask.reshape([b, 1, 1, l, keys]).expand([b, 1, g, l, keys]).reshape([b, 1, g * l, keys])
     };
-    let scores = q.matmul(k.transpose()).mask_fill(mask.expand([b, kv_heads, g * l, keys]), f32::MIN);
-    let out = softmax(scores, 3).matmul(v);
+    let out = <B as ModelBackend>::attention(q, k, v, mask.expand([b, kv_heads, g * l, keys]));
     if l == 1 {
         out.reshape([b, 1, h * d])
     } else {
@@ -193,11 +193,13 @@ pub struct Mlp<B: Backend> {
     pub down_proj: Linear<B>,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: ModelBackend> Mlp<B> {
     /// `(B, L, hidden) -> (B, L, hidden)`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate.mul(self.up_proj.forward(x)))
+        let [b, l, hidden] = x.dims();
+        let x = x.reshape([b * l, hidden]);
+        let gated = B::swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        self.down_proj.forward(gated).reshape([b, l, hidden])
     }
 }
 
@@ -210,7 +212,7 @@ pub struct DecoderLayer<B: Backend> {
     pub post_attention_layernorm: RmsNorm<B>,
 }
 
-impl<B: Backend> DecoderLayer<B> {
+impl<B: ModelBackend> DecoderLayer<B> {
     /// `(B, L, hidden) -> (B, L, hidden)`.
     pub fn forward(
         &self,

@@ -4,10 +4,12 @@
 //! - [`config`]: `config.json` → validated [`ModelConfig`]
 //! - [`rope`]: rotary embedding frequencies and tables
 //! - [`kv_cache`]: the [`KvCache`] for incremental decoding
+//! - [`fused`]: attention, RMSNorm, SwiGLU and token log-probs as single autodiff nodes ([`ModelBackend`])
 //! - `layers`: linear, RMSNorm, attention, MLP, decoder block
 //! - `causal_lm`: [`CausalLm`], loading and saving HF checkpoints, the forward entry points
 
 pub mod config;
+pub mod fused;
 pub mod kv_cache;
 pub mod rope;
 
@@ -17,6 +19,7 @@ mod layers;
 use std::path::PathBuf;
 
 pub use causal_lm::{CausalLm, Entropy, Model};
+pub use fused::ModelBackend;
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use kv_cache::KvCache;
 pub use layers::{Attention, DecoderLayer, Embedding, Linear, Mlp, RmsNorm};
