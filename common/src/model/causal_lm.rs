@@ -225,13 +225,31 @@ impl<B: ModelBackend> CausalLm<B> {
         self.model.embed_tokens.weight.val().device()
     }
 
-    /// RoPE tables `(batch, seq, 1, head_dim)` for row-major positions.
+    /// The mask of the step `cache` has just begun, in the layout the attention reads
+    /// ([`KvCache::step_mask`]).
+    fn attention_mask(&self, cache: &KvCache<B>, new_columns: usize) -> Tensor<B, 4, Bool> {
+        let c = &self.config;
+        let groups = c.num_attention_heads / c.num_key_value_heads;
+        cache.step_mask(new_columns, c.num_key_value_heads, groups, &self.device())
+    }
+
+    /// RoPE tables for row-major positions, in [`Rope`]'s layout.
     fn rope(&self, positions: &[usize], batch: usize, seq: usize) -> Rope<B> {
         let (cos, sin) = rope::cos_sin(&self.inv_freq, positions.iter().copied());
         let device = self.device();
         let d = self.config.head_dim;
-        let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [batch, seq, 1, d]), &device);
-        Rope { cos: table(cos), sin: table(sin) }
+        // Each position's row repeated over `heads`; `negate` flips the sign of its first half.
+        let table = |v: &[f32], heads: usize, negate: bool| {
+            let mut out = Vec::with_capacity(v.len() * heads);
+            for row in v.chunks(d) {
+                for _ in 0..heads {
+                    out.extend(row.iter().enumerate().map(|(i, &x)| if negate && i < d / 2 { -x } else { x }));
+                }
+            }
+            Tensor::from_data(TensorData::new(out, [batch, seq, heads, d]), &device)
+        };
+        let (h, kvh) = (self.config.num_attention_heads, self.config.num_key_value_heads);
+        Rope { q_cos: table(&cos, h, false), q_sin: table(&sin, h, true), k_cos: table(&cos, kvh, false), k_sin: table(&sin, kvh, true) }
     }
 
     /// Token ids `(batch, seq)` from rows right-padded with `pad`.
@@ -248,12 +266,12 @@ impl<B: ModelBackend> CausalLm<B> {
         let h = self.model.norm.forward(h);
         match &self.lm_head {
             Some(head) => head.forward(h),
-            // A 2-D product with the embeddings' transpose as a strided view (no copy of the table).
+            // The embeddings as the head's weight (no copy of the table).
             None => {
                 let [b, l, hidden] = h.dims();
                 let embed = self.model.embed_tokens.weight.val();
                 let vocab = embed.dims()[0];
-                h.reshape([b * l, hidden]).matmul(embed.transpose()).reshape([b, l, vocab])
+                <B as ModelBackend>::linear(h.reshape([b * l, hidden]), embed).reshape([b, l, vocab])
             }
         }
     }
@@ -291,7 +309,7 @@ impl<B: ModelBackend> CausalLm<B> {
         let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
         let mut cache = KvCache::new(0);
         let positions = cache.begin_step(&lengths, seq);
-        let mask = cache.step_mask(seq, &self.device());
+        let mask = self.attention_mask(&cache, seq);
         let rope = self.rope(&positions, rows.len(), seq);
         let tokens = self.token_tensor(rows, seq, 0);
         Ok(self.logits(self.body(tokens, &rope, mask, None)))
@@ -398,7 +416,7 @@ impl<B: ModelBackend> CausalLm<B> {
         let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
         let mut cache = KvCache::new(0);
         let positions = cache.begin_step(&lengths, seq);
-        let mask = cache.step_mask(seq, &self.device());
+        let mask = self.attention_mask(&cache, seq);
         let rope = self.rope(&positions, batch, seq);
         let h = self.body(self.token_tensor(rows, seq, 0), &rope, mask, None);
         // 2. The hidden states that predict response tokens: position p - 1 + t for response token t.
@@ -427,7 +445,7 @@ impl<B: ModelBackend> CausalLm<B> {
         }
         let lengths: Vec<usize> = prompts.iter().map(|r| r.len()).collect();
         let positions = cache.begin_step(&lengths, seq);
-        let mask = cache.step_mask(seq, &self.device());
+        let mask = self.attention_mask(cache, seq);
         let rope = self.rope(&positions, prompts.len(), seq);
         let tokens = self.token_tensor(prompts, seq, 0);
         let h = self.body(tokens, &rope, mask, Some(cache));
@@ -452,7 +470,7 @@ impl<B: ModelBackend> CausalLm<B> {
         let rows: Vec<&[u32]> = tokens.chunks(1).collect();
         self.check_tokens(&rows)?;
         let positions = cache.begin_step(&vec![1; tokens.len()], 1);
-        let mask = cache.step_mask(1, &self.device());
+        let mask = self.attention_mask(cache, 1);
         let rope = self.rope(&positions, tokens.len(), 1);
         let h = self.body(self.token_tensor(&rows, 1, 0), &rope, mask, Some(cache));
         Ok(self.logits(h).squeeze_dim(1))

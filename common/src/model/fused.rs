@@ -1,5 +1,5 @@
-//! The decoder's operations with their own backward pass: attention, RMSNorm, SwiGLU and the log-prob of
-//! the taken token.
+//! The decoder's operations with their own backward pass: linear layers, attention, RoPE, RMSNorm,
+//! SwiGLU and the log-prob of the taken token.
 //!
 //! Written as compositions of burn ops, each of these would keep every intermediate for backward under
 //! burn's autodiff: attention's exponentials and probabilities (two `(B, heads, L, T)` tensors per
@@ -34,9 +34,24 @@ pub trait ModelBackend: Backend {
         reference::attention(q, k, v, mask)
     }
 
+    /// A linear layer without bias, `x wᵀ`: `x: (N, in)`, `weight: (out, in)` as HF stores it. Returns
+    /// `(N, out)`. Its own node so that the weight's gradient comes out as `(out, in)` in row-major order,
+    /// not as the transpose of an `(in, out)` product, which every later elementwise pass over the
+    /// gradient (clipping, the optimiser) would have to read with strides.
+    fn linear(x: Tensor<Self, 2>, weight: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        reference::linear(x, weight)
+    }
+
     /// RMSNorm of each row of `x: (N, d)`: `x / sqrt(mean(x²) + eps) * weight`.
     fn rms_norm(x: Tensor<Self, 2>, weight: Tensor<Self, 1>, eps: f64) -> Tensor<Self, 2> {
         reference::rms_norm(x, weight, eps)
+    }
+
+    /// Rotary position embedding, rotate-half convention (as HF's Llama) written as a swap of halves:
+    /// `x ∘ cos + swap(x) ∘ sin` with `swap([x₁, x₂]) = [x₂, x₁]` over the last dimension and `sin`'s
+    /// first half negated. `x, cos, sin: (B, L, H, D)`; the tables are constants (no gradient).
+    fn rope(x: Tensor<Self, 4>, cos: Tensor<Self, 4>, sin: Tensor<Self, 4>) -> Tensor<Self, 4> {
+        reference::rope(x, cos, sin)
     }
 
     /// SwiGLU's gating: `silu(gate) * up`, elementwise over `(N, d)`.
@@ -66,7 +81,12 @@ pub mod reference {
     }
 
     pub(super) fn probabilities<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, mask: Tensor<B, 4, Bool>) -> Tensor<B, 4> {
-        softmax(q.matmul(k.transpose()).mask_fill(mask, f32::MIN), 3)
+        // -inf rather than the lowest float: its exponential is 0 without an underflow.
+        softmax(q.matmul(k.transpose()).mask_fill(mask, f32::NEG_INFINITY), 3)
+    }
+
+    pub fn linear<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tensor<B, 2> {
+        x.matmul(weight.transpose())
     }
 
     pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
@@ -76,6 +96,16 @@ pub mod reference {
     /// `1 / sqrt(mean(x²) + eps)` of each row: `(N, 1)`.
     pub(super) fn inv_rms<B: Backend>(x: Tensor<B, 2>, eps: f64) -> Tensor<B, 2> {
         x.powi_scalar(2).mean_dim(1).add_scalar(eps).sqrt().recip()
+    }
+
+    pub fn rope<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 4>, sin: Tensor<B, 4>) -> Tensor<B, 4> {
+        x.clone().mul(cos).add(swap_halves(x).mul(sin))
+    }
+
+    /// `[x₁, x₂] -> [x₂, x₁]` over the last dimension.
+    pub(super) fn swap_halves<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let half = x.dims()[3] / 2;
+        Tensor::cat(vec![x.clone().narrow(3, half, half), x.narrow(3, 0, half)], 3)
     }
 
     pub fn swiglu<B: Backend>(gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -169,6 +199,21 @@ impl<B: Backend> FusedBackward<B, 3> for AttentionGrad<B> {
 }
 
 #[derive(Clone, Debug)]
+struct LinearGrad<B: Backend> {
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+}
+
+impl<B: Backend> FusedBackward<B, 2> for LinearGrad<B> {
+    /// `dx = g w`, `dw = gᵀ x`.
+    fn gradients(self, grad: FloatTensor<B>, [wx, ww]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
+        let grad: Tensor<B, 2> = Tensor::from_primitive(TensorPrimitive::Float(grad));
+        let dw = ww.then(|| prim(grad.clone().transpose().matmul(self.x)));
+        [wx.then(|| prim(grad.matmul(self.weight))), dw]
+    }
+}
+
+#[derive(Clone, Debug)]
 struct RmsNormGrad<B: Backend> {
     x: Tensor<B, 2>,
     weight: Tensor<B, 1>,
@@ -190,6 +235,20 @@ impl<B: Backend> FusedBackward<B, 2> for RmsNormGrad<B> {
             prim(gw.sub(normed.mul(mean)).mul(inv_rms))
         });
         [dx, dw]
+    }
+}
+
+#[derive(Clone, Debug)]
+struct RopeGrad<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> FusedBackward<B, 1> for RopeGrad<B> {
+    /// The swap is its own transpose: `dx = g ∘ cos + swap(g ∘ sin)`.
+    fn gradients(self, grad: FloatTensor<B>, [wanted]: [bool; 1]) -> [Option<FloatTensor<B>>; 1] {
+        let grad: Tensor<B, 4> = Tensor::from_primitive(TensorPrimitive::Float(grad));
+        [wanted.then(|| prim(grad.clone().mul(self.cos).add(reference::swap_halves(grad.mul(self.sin)))))]
     }
 }
 
@@ -251,12 +310,26 @@ impl<B: Backend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         record([&q, &k, &v], AttentionGrad { q: qi, k: ki, v: vi, mask, out: out.clone() }, out)
     }
 
+    fn linear(x: Tensor<Self, 2>, weight: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let (x, weight) = (prim(x), prim(weight));
+        let (xi, wi): (Tensor<B, 2>, Tensor<B, 2>) = (inner(&x), inner(&weight));
+        let out = reference::linear(xi.clone(), wi.clone());
+        record([&x, &weight], LinearGrad { x: xi, weight: wi }, out)
+    }
+
     fn rms_norm(x: Tensor<Self, 2>, weight: Tensor<Self, 1>, eps: f64) -> Tensor<Self, 2> {
         let (x, weight) = (prim(x), prim(weight));
         let (xi, wi): (Tensor<B, 2>, Tensor<B, 1>) = (inner(&x), inner(&weight));
         let inv_rms = reference::inv_rms(xi.clone(), eps);
         let out = xi.clone().mul(inv_rms.clone()).mul(wi.clone().unsqueeze());
         record([&x, &weight], RmsNormGrad { x: xi, weight: wi, inv_rms }, out)
+    }
+
+    fn rope(x: Tensor<Self, 4>, cos: Tensor<Self, 4>, sin: Tensor<Self, 4>) -> Tensor<Self, 4> {
+        let x = prim(x);
+        let (cos, sin): (Tensor<B, 4>, Tensor<B, 4>) = (inner(&prim(cos)), inner(&prim(sin)));
+        let out = reference::rope(inner(&x), cos.clone(), sin.clone());
+        record([&x], RopeGrad { cos, sin }, out)
     }
 
     fn swiglu(gate: Tensor<Self, 2>, up: Tensor<Self, 2>) -> Tensor<Self, 2> {
@@ -325,6 +398,16 @@ mod tests {
     }
 
     #[test]
+    fn linear_matches_its_composition_in_value_and_gradients() {
+        let (x, w) = (leaf([5, 7], 12), leaf([3, 7], 13));
+        let (fv, [fx, fw]) = value_and_grads(<Ad as ModelBackend>::linear(x.clone(), w.clone()), [&x, &w]);
+        let (rv, [rx, rw]) = value_and_grads(reference::linear(x.clone(), w.clone()), [&x, &w]);
+        assert_close("output", fv, rv);
+        assert_close("dx", fx, rx);
+        assert_close("dweight", fw, rw);
+    }
+
+    #[test]
     fn rms_norm_matches_its_composition_in_value_and_gradients() {
         let x = leaf([6, 8], 4);
         let w = leaf([1, 8], 5);
@@ -334,6 +417,20 @@ mod tests {
         assert_close("output", fv, rv);
         assert_close("dx", fx, rx);
         assert_close("dweight", fw, rw);
+    }
+
+    #[test]
+    fn rope_matches_its_composition_in_value_and_gradients() {
+        let (b, l, h, d) = (2, 3, 2, 6);
+        let x = leaf([b * l * h, d], 9);
+        let table = |seed| leaf([b, l, h, d], seed).detach();
+        let (cos, sin) = (table(10), table(11));
+        let shaped = || x.clone().reshape([b, l, h, d]);
+        let flat = |y: Tensor<Ad, 4>| y.reshape([b * l * h, d]);
+        let (fv, [fx]) = value_and_grads(flat(<Ad as ModelBackend>::rope(shaped(), cos.clone(), sin.clone())), [&x]);
+        let (rv, [rx]) = value_and_grads(flat(reference::rope(shaped(), cos, sin)), [&x]);
+        assert_close("output", fv, rv);
+        assert_close("dx", fx, rx);
     }
 
     #[test]

@@ -99,18 +99,23 @@ impl<B: Backend> KvCache<B> {
         self.step.start.iter().map(|s| s + self.step.columns).max().unwrap_or(0)
     }
 
-    /// The attention mask for the step just begun: `(batch, 1, new_columns, keys)`, `true` where a
-    /// query may not look (past its own position, which also hides padding and stale columns).
-    pub(crate) fn step_mask(&self, new_columns: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
+    /// The attention mask for the step just begun, `true` where a query may not look (past its own
+    /// position, which also hides padding and stale columns), laid out as the attention reads it:
+    /// `(batch, kv_heads, groups * new_columns, keys)`, the `groups` query heads of one key/value head
+    /// stacked as rows (row `g * new_columns + q`). Built on the host in that layout once per step, so
+    /// no layer has to broadcast it.
+    pub(crate) fn step_mask(&self, new_columns: usize, kv_heads: usize, groups: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
         debug_assert_eq!(new_columns, self.step.columns);
         let keys = self.step_keys();
-        let mut mask = Vec::with_capacity(self.batch_size() * new_columns * keys);
+        let mut mask = Vec::with_capacity(self.batch_size() * kv_heads * groups * new_columns * keys);
         for &start in &self.step.start {
-            for q in 0..new_columns {
-                mask.extend((0..keys).map(|k| k > start + q));
+            for _ in 0..kv_heads * groups {
+                for q in 0..new_columns {
+                    mask.extend((0..keys).map(|k| k > start + q));
+                }
             }
         }
-        Tensor::from_data(TensorData::new(mask, [self.batch_size(), 1, new_columns, keys]), device)
+        Tensor::from_data(TensorData::new(mask, [self.batch_size(), kv_heads, groups * new_columns, keys]), device)
     }
 
     /// Writes a layer's new keys and values `(batch, kv_heads, new_columns, head_dim)` in place at each

@@ -33,6 +33,9 @@ impl<B: Backend> Linear<B> {
         out
     }
 
+}
+
+impl<B: ModelBackend> Linear<B> {
     /// `(..., in) -> (..., out)`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let mut dims = x.dims();
@@ -41,7 +44,7 @@ impl<B: Backend> Linear<B> {
         dims[D - 1] = weight.dims()[0];
         // A 2-D product with the weight's transpose as a strided view: the CPU gemm reads it in place,
         // where burn's `linear` would reshape it to the input's rank and copy every weight every call.
-        let y = x.reshape([rows, weight.dims()[1]]).matmul(weight.transpose());
+        let y = <B as ModelBackend>::linear(x.reshape([rows, weight.dims()[1]]), weight);
         let y = match &self.bias {
             Some(b) => y.add(b.val().unsqueeze()),
             None => y,
@@ -73,23 +76,15 @@ impl<B: ModelBackend> RmsNorm<B> {
     }
 }
 
-/// The RoPE tables of one forward pass, `(batch, seq, 1, head_dim)` each.
+/// The RoPE tables of one forward pass for the query heads and for the key heads, `(batch, seq, heads,
+/// head_dim)` each: repeated over the heads so that the products need no broadcast, and with the first
+/// half of `sin` negated, so that rotate-half is a swap of halves ([`ModelBackend::rope`]).
 #[derive(Debug, Clone)]
 pub struct Rope<B: Backend> {
-    pub cos: Tensor<B, 4>,
-    pub sin: Tensor<B, 4>,
-}
-
-impl<B: Backend> Rope<B> {
-    /// Rotates `(batch, seq, heads, head_dim)` by position, rotate-half convention (as HF's Llama).
-    fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [_, _, _, d] = x.dims();
-        let half = d / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x.mul(self.cos.clone()).add(rotated.mul(self.sin.clone()))
-    }
+    pub q_cos: Tensor<B, 4>,
+    pub q_sin: Tensor<B, 4>,
+    pub k_cos: Tensor<B, 4>,
+    pub k_sin: Tensor<B, 4>,
 }
 
 /// Multi-head attention with grouped-query key/value heads, optional q/k bias and Qwen3's q/k norm.
@@ -110,7 +105,8 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: ModelBackend> Attention<B> {
-    /// `x: (batch, seq, hidden)`, `mask: (batch, 1, seq, keys)` with `true` = hidden from the query;
+    /// `x: (batch, seq, hidden)`, `mask: (batch, kv_heads, groups * seq, keys)` with `true` = hidden from
+    /// the query (laid out as `KvCache::step_mask` builds it);
     /// with a cache, `keys` counts the cached columns plus this step's. Returns `(batch, seq, hidden)`.
     pub fn forward(
         &self,
@@ -135,8 +131,8 @@ impl<B: ModelBackend> Attention<B> {
             None => k,
         };
         // 3. Rotate by position; keys and values to (B, kv_heads, L, D) (strided views).
-        let q = rope.apply(q);
-        let k = rope.apply(k).swap_dims(1, 2);
+        let q = B::rope(q, rope.q_cos.clone(), rope.q_sin.clone());
+        let k = B::rope(k, rope.k_cos.clone(), rope.k_sin.clone()).swap_dims(1, 2);
         let v = v.swap_dims(1, 2);
         // 4. With a cache: append this step and attend over every cached column.
         let (k, v) = match cache {
@@ -153,8 +149,8 @@ impl<B: ModelBackend> Attention<B> {
 /// the query heads of one key/value head are stacked as rows of one matrix instead. The products read
 /// the keys and values as strided views, so a cache is never copied to attend over it.
 ///
-/// `q: (B, L, heads, D)`, `k, v: (B, kv_heads, T, D)`, `mask: (B, 1, L, T)` with `true` = hidden (every
-/// query sees at least key 0, so no row is fully masked). Returns `(B, L, heads * D)`.
+/// `q: (B, L, heads, D)`, `k, v: (B, kv_heads, T, D)`, `mask: (B, kv_heads, g * L, T)` with `true` =
+/// hidden (every query sees at least key 0, so no row is fully masked). Returns `(B, L, heads * D)`.
 fn grouped_attention<B: ModelBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -163,7 +159,6 @@ fn grouped_attention<B: ModelBackend>(
     kv_heads: usize,
 ) -> Tensor<B, 3> {
     let [b, l, h, d] = q.dims();
-    let keys = k.dims()[2];
     let g = h / kv_heads;
     // (B, L, heads, D) -> (B, kv_heads, g * L, D); free when L = 1 (decoding).
     let q = q.mul_scalar(1.0 / (d as f64).sqrt());
@@ -172,12 +167,7 @@ fn grouped_attention<B: ModelBackend>(
     } else {
         q.reshape([b, l, kv_heads, g, d]).permute([0, 2, 3, 1, 4]).reshape([b, kv_heads, g * l, d])
     };
-    let mask = if l == 1 || g == 1 {
-        mask.reshape([b, 1, l, keys])
-    } else {
-        mask.reshape([b, 1, 1, l, keys]).expand([b, 1, g, l, keys]).reshape([b, 1, g * l, keys])
-    };
-    let out = <B as ModelBackend>::attention(q, k, v, mask.expand([b, kv_heads, g * l, keys]));
+    let out = <B as ModelBackend>::attention(q, k, v, mask);
     if l == 1 {
         out.reshape([b, 1, h * d])
     } else {
