@@ -10,11 +10,11 @@ use rlvr_actor::batch::{BatchJob, run_jsonl};
 use rlvr_actor::engine::RequestParams;
 use rlvr_actor::generate::{GenerateParams, generate};
 use rlvr_actor::sampling::SamplingParams;
-use rlvr_common::model::{CausalLm, Cpu};
+use rlvr_common::model::{CausalLm, Cpu, ModelConfig};
 use rlvr_common::tokenizer::{ChatMessage, Tokenizer};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Mode, RunConfig};
+use crate::config::{Mode, ModelSize, RunConfig};
 use crate::data::ProblemStream;
 use crate::eval::{EvalParams, evaluate};
 use crate::reward::{Prompter, Scorer};
@@ -236,7 +236,7 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<()> {
     let config = load_config(args.config.as_ref())?;
     let prompt_tokens = match Tokenizer::from_dir(&config.model.path) {
         Ok(tok) => {
-            let model_config = rlvr_common::model::ModelConfig::from_file(&config.model.path.join("config.json")).ok();
+            let model_config = ModelConfig::from_file(&config.model.path.join("config.json")).ok();
             let eos = model_config.map(|c| c.eos_token_ids).unwrap_or_default();
             let prompter = Prompter::new(tok, &config, &eos);
             let (_, probe) = ProblemStream::open(&config.data.source, config.runtime.seed, 8)?;
@@ -244,11 +244,17 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<()> {
         }
         Err(_) => 64,
     };
-    let params = rlvr_common::checkpoint::read_weights(&config.model.path)
-        .map(|w| w.values().map(|t| t.data.len()).sum())
-        .unwrap_or(134_515_008);
+    let model_config = ModelConfig::from_file(&config.model.path.join("config.json"));
+    let weights = rlvr_common::checkpoint::read_weights(&config.model.path);
+    let model = match (model_config, weights) {
+        (Ok(c), Ok(w)) => ModelSize::of(&c, w.values().map(|t| t.data.len()).sum()),
+        _ => {
+            eprintln!("{} is not set up: the memory estimate is SmolLM2-135M's", config.model.path.display());
+            ModelSize::smollm2_135m()
+        }
+    };
     println!("config valid: {}", args.config.as_ref().map_or("built-in default".to_string(), |p| p.display().to_string()));
-    for (k, v) in config.plan(prompt_tokens, params) {
+    for (k, v) in config.plan(prompt_tokens, &model) {
         println!("  {k:<36} {v}");
     }
     Ok(())

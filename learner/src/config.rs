@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use rlvr_common::model::ModelConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::algo::advantage::{AdvantageConfig, AdvantageEstimator};
@@ -242,6 +243,45 @@ impl Default for RuntimeSection {
     }
 }
 
+/// What `rlvr plan`'s memory estimate needs to know of the model.
+#[derive(Clone, Debug)]
+pub struct ModelSize {
+    pub params: usize,
+    pub hidden: usize,
+    pub kv_dim: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub vocab: usize,
+}
+
+impl ModelSize {
+    pub fn of(config: &ModelConfig, params: usize) -> Self {
+        Self {
+            params,
+            hidden: config.hidden_size,
+            kv_dim: config.num_key_value_heads * config.head_dim,
+            intermediate: config.intermediate_size,
+            layers: config.num_hidden_layers,
+            vocab: config.vocab_size,
+        }
+    }
+
+    /// SmolLM2-135M-Instruct, the default model: for a plan made before it is set up.
+    pub fn smollm2_135m() -> Self {
+        Self { params: 134_515_008, hidden: 576, kv_dim: 192, intermediate: 1536, layers: 30, vocab: 49_152 }
+    }
+
+    /// What backward keeps of a micro-batch of `tokens` tokens, `response_tokens` of them through the
+    /// LM head. Per token and layer the model's fused nodes keep the layer's input and its norm's
+    /// output twice over (attention and MLP halves), q, k, v and the attention's output, the output
+    /// projection's input, and the MLP's gate, up and gated product: `7 hidden + 2 kv + 3 intermediate`
+    /// floats. The head keeps its logits, and backward adds their softmax and gradient.
+    pub fn activation_bytes(&self, tokens: usize, response_tokens: usize) -> usize {
+        let per_token_layer = 7 * self.hidden + 2 * self.kv_dim + 3 * self.intermediate;
+        4 * (tokens * self.layers * per_token_layer + 3 * response_tokens * self.vocab)
+    }
+}
+
 impl RunConfig {
     /// Reads a TOML file; fields it does not set keep their defaults.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
@@ -327,7 +367,7 @@ impl RunConfig {
     }
 
     /// The derived quantities `rlvr plan` prints: what one step really does.
-    pub fn plan(&self, prompt_tokens: usize, params: usize) -> Vec<(String, String)> {
+    pub fn plan(&self, prompt_tokens: usize, model: &ModelSize) -> Vec<(String, String)> {
         let (r, d, rt, a) = (&self.rollout, &self.data, &self.runtime, &self.algorithm);
         let samples = d.prompts_per_step * r.group_size;
         let seq = prompt_tokens + r.max_new_tokens;
@@ -335,11 +375,9 @@ impl RunConfig {
         let per_micro = (rt.micro_batch_tokens / seq).max(1);
         let per_mini = samples.div_ceil(a.mini_batches);
         let micro = per_mini.div_ceil(per_micro) * a.mini_batches;
-        // Training memory: f32 weights, grads, two Adam moments; activations of one micro-batch (about 34
-        // floats per token per hidden unit per layer, Korthikanti et al. 2022, plus the logits).
-        let vocab_bytes = |rows: usize| rows * 49_152 * 4 * 3;
-        let weights = params * 4;
-        let mut memory = weights * 4 + per_micro * seq * (34 * 576 * 30 * 4) + vocab_bytes(per_micro * seq);
+        // Training memory: f32 weights, grads and two Adam moments, plus one micro-batch's activations.
+        let weights = model.params * 4;
+        let mut memory = weights * 4 + model.activation_bytes(per_micro * seq, per_micro * r.max_new_tokens);
         let critic = a.advantage.estimator == AdvantageEstimator::Gae;
         if critic {
             // A second model with its own grads and Adam moments; its micro-batches have no logits.
