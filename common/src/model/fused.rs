@@ -1,12 +1,13 @@
 //! The decoder's operations with their own backward pass: linear layers, attention, RoPE, RMSNorm,
 //! SwiGLU and the log-prob of the taken token.
 //!
-//! Written as compositions of burn ops, each of these would keep every intermediate for backward under
-//! burn's autodiff: attention's exponentials and probabilities (two `(B, heads, L, T)` tensors per
+//! Written as compositions of burn ops, all but the linear layer would keep every intermediate for
+//! backward under burn's autodiff: attention's exponentials and probabilities (two `(B, heads, L, T)` tensors per
 //! layer), RMSNorm's squares and products, SiLU's sigmoid and product, and log-softmax's exponentials over
 //! the whole vocabulary. As single autodiff nodes they keep only their inputs (attention also its output)
 //! and recompute the rest in backward, as FlashAttention does with the probabilities (Dao et al. 2022,
-//! "FlashAttention", §3.1): less memory, and fewer full-size passes in both directions.
+//! "FlashAttention", §3.1): less memory, and fewer full-size passes in both directions. The linear layer
+//! is a node of its own for the layout of its weight's gradient ([`ModelBackend::linear`]).
 //!
 //! [`ModelBackend`] is the backend trait the model is generic over. Backends without autodiff run the
 //! plain forward ([`reference`]); `Autodiff<B>` records one node per operation whose backward runs on
@@ -123,10 +124,14 @@ fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
+fn from_prim<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
 /// The inner backend's view of an autodiff tensor (no copy; the tensor type is the same under every
 /// checkpoint strategy).
 fn inner<B: Backend, const D: usize>(t: &FloatTensor<Autodiff<B>>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t.primitive.clone()))
+    from_prim(t.primitive.clone())
 }
 
 /// The backward of a fused operation with `N` inputs; the implementor holds what it needs.
@@ -170,7 +175,7 @@ where
         OpsKind::Tracked(prep) => prep.finish(state, prim(output)),
         OpsKind::UnTracked(prep) => prep.finish(prim(output)),
     };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    from_prim(out)
 }
 
 #[derive(Clone, Debug)]
@@ -187,7 +192,7 @@ impl<B: Backend> FusedBackward<B, 3> for AttentionGrad<B> {
     /// `dS = P ∘ (dO Vᵀ - rowsum(dO ∘ O))`, `dQ = dS K`, `dK = dSᵀ Q` (FlashAttention's backward, §B.2).
     fn gradients(self, grad: FloatTensor<B>, [wq, wk, wv]: [bool; 3]) -> [Option<FloatTensor<B>>; 3] {
         let Self { q, k, v, mask, out } = self;
-        let grad: Tensor<B, 4> = Tensor::from_primitive(TensorPrimitive::Float(grad));
+        let grad: Tensor<B, 4> = from_prim(grad);
         let p = reference::probabilities(q.clone(), k.clone(), mask);
         let dv = wv.then(|| prim(p.clone().transpose().matmul(grad.clone())));
         let row = grad.clone().mul(out).sum_dim(3);
@@ -207,7 +212,7 @@ struct LinearGrad<B: Backend> {
 impl<B: Backend> FusedBackward<B, 2> for LinearGrad<B> {
     /// `dx = g w`, `dw = gᵀ x`.
     fn gradients(self, grad: FloatTensor<B>, [wx, ww]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
-        let grad: Tensor<B, 2> = Tensor::from_primitive(TensorPrimitive::Float(grad));
+        let grad: Tensor<B, 2> = from_prim(grad);
         let dw = ww.then(|| prim(grad.clone().transpose().matmul(self.x)));
         [wx.then(|| prim(grad.matmul(self.weight))), dw]
     }
@@ -225,7 +230,7 @@ impl<B: Backend> FusedBackward<B, 2> for RmsNormGrad<B> {
     /// `dx = r (g∘w - x̂ mean(g∘w∘x̂))`.
     fn gradients(self, grad: FloatTensor<B>, [wx, ww]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
         let Self { x, weight, inv_rms } = self;
-        let grad: Tensor<B, 2> = Tensor::from_primitive(TensorPrimitive::Float(grad));
+        let grad: Tensor<B, 2> = from_prim(grad);
         let d = weight.dims()[0];
         let normed = x.mul(inv_rms.clone());
         let dw = ww.then(|| prim(grad.clone().mul(normed.clone()).sum_dim(0).reshape([d])));
@@ -247,7 +252,7 @@ struct RopeGrad<B: Backend> {
 impl<B: Backend> FusedBackward<B, 1> for RopeGrad<B> {
     /// The swap is its own transpose: `dx = g ∘ cos + swap(g ∘ sin)`.
     fn gradients(self, grad: FloatTensor<B>, [wanted]: [bool; 1]) -> [Option<FloatTensor<B>>; 1] {
-        let grad: Tensor<B, 4> = Tensor::from_primitive(TensorPrimitive::Float(grad));
+        let grad: Tensor<B, 4> = from_prim(grad);
         [wanted.then(|| prim(grad.clone().mul(self.cos).add(reference::swap_halves(grad.mul(self.sin)))))]
     }
 }
@@ -262,7 +267,7 @@ impl<B: Backend> FusedBackward<B, 2> for SwigluGrad<B> {
     /// With `s = σ(gate)`: `d up = g ∘ gate ∘ s`, `d gate = g ∘ up ∘ s ∘ (1 + gate ∘ (1 - s))`.
     fn gradients(self, grad: FloatTensor<B>, [wg, wu]: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
         let Self { gate, up } = self;
-        let grad: Tensor<B, 2> = Tensor::from_primitive(TensorPrimitive::Float(grad));
+        let grad: Tensor<B, 2> = from_prim(grad);
         let s = burn::tensor::activation::sigmoid(gate.clone());
         let du = wu.then(|| prim(grad.clone().mul(gate.clone()).mul(s.clone())));
         let dg = wg.then(|| {
@@ -284,7 +289,7 @@ impl<B: Backend> FusedBackward<B, 1> for TokenLogProbsGrad<B> {
     /// With `p = softmax(logits / T)`: `d logits = g / T ∘ (onehot(target) - p)`.
     fn gradients(self, grad: FloatTensor<B>, [wanted]: [bool; 1]) -> [Option<FloatTensor<B>>; 1] {
         let Self { logits, targets, temperature } = self;
-        let scaled: Tensor<B, 2> = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(grad)).div_scalar(temperature).unsqueeze_dim(1);
+        let scaled: Tensor<B, 2> = from_prim::<B, 1>(grad).div_scalar(temperature).unsqueeze_dim(1);
         let d = wanted.then(|| {
             let p = softmax(logits.div_scalar(temperature), 1);
             prim(p.mul(scaled.clone().neg()).scatter(1, targets.unsqueeze_dim(1), scaled, IndexingUpdateOp::Add))
