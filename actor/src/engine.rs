@@ -488,7 +488,7 @@ impl<B: ModelBackend> Engine<B> {
 /// Samples one token per sample `j`, from row `rows[j]` of `logits` `(rows, vocab)`, with the sample's
 /// own parameters and RNG. Rows are sampled in parallel (each owns its RNG, so the result does not
 /// depend on the thread count or the order).
-fn sample_rows_of<B: ModelBackend>(samples: &mut [Sample], logits: burn::tensor::Tensor<B, 2>, rows: &[usize]) -> Vec<(u32, f32)> {
+fn sample_rows_of<B: burn::tensor::backend::Backend>(samples: &mut [Sample], logits: burn::tensor::Tensor<B, 2>, rows: &[usize]) -> Vec<(u32, f32)> {
     let [_, vocab] = logits.dims();
     let flat: Vec<f32> = logits.into_data().convert::<f32>().into_vec().expect("f32 logits");
     samples

@@ -234,17 +234,16 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 
 fn run_plan(args: PlanArgs) -> anyhow::Result<()> {
     let config = load_config(args.config.as_ref())?;
+    let model_config = ModelConfig::from_file(&config.model.path.join("config.json"));
     let prompt_tokens = match Tokenizer::from_dir(&config.model.path) {
         Ok(tok) => {
-            let model_config = ModelConfig::from_file(&config.model.path.join("config.json")).ok();
-            let eos = model_config.map(|c| c.eos_token_ids).unwrap_or_default();
+            let eos = model_config.as_ref().map(|c| c.eos_token_ids.clone()).unwrap_or_default();
             let prompter = Prompter::new(tok, &config, &eos);
             let (_, probe) = ProblemStream::open(&config.data.source, config.runtime.seed, 8)?;
             probe.iter().map(|p| prompter.prompt_ids(p).map(|ids| ids.len())).collect::<Result<Vec<_>, _>>()?.into_iter().max().unwrap_or(0)
         }
         Err(_) => 64,
     };
-    let model_config = ModelConfig::from_file(&config.model.path.join("config.json"));
     let weights = rlvr_common::checkpoint::read_weights(&config.model.path);
     let model = match (model_config, weights) {
         (Ok(c), Ok(w)) => ModelSize::of(&c, w.values().map(|t| t.data.len()).sum()),

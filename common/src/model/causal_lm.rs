@@ -15,9 +15,9 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use rand::{Rng, SeedableRng};
 
 use super::config::ModelConfig;
+use super::fused::ModelBackend;
 use super::kv_cache::KvCache;
 use super::layers::{Attention, DecoderLayer, Embedding, Linear, Mlp, RmsNorm, Rope, expected_shapes, param_to_host};
-use super::fused::ModelBackend;
 use super::{ModelError, rope};
 use crate::checkpoint::{self, HostTensor, SaveDtype};
 
@@ -217,7 +217,6 @@ impl<B: Backend> CausalLm<B> {
         let path = dir.join("config.json");
         std::fs::write(&path, config).map_err(|e| ModelError::Io { path, source: e })
     }
-
 }
 
 impl<B: ModelBackend> CausalLm<B> {

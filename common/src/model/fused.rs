@@ -91,7 +91,12 @@ pub mod reference {
     }
 
     pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
-        x.clone().mul(inv_rms(x, eps)).mul(weight.unsqueeze())
+        normalize(x.clone(), inv_rms(x, eps), weight)
+    }
+
+    /// `x ∘ inv_rms ∘ weight`, with `inv_rms: (N, 1)` from [`inv_rms`].
+    pub(super) fn normalize<B: Backend>(x: Tensor<B, 2>, inv_rms: Tensor<B, 2>, weight: Tensor<B, 1>) -> Tensor<B, 2> {
+        x.mul(inv_rms).mul(weight.unsqueeze())
     }
 
     /// `1 / sqrt(mean(x²) + eps)` of each row: `(N, 1)`.
@@ -326,7 +331,7 @@ impl<B: Backend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         let (x, weight) = (prim(x), prim(weight));
         let (xi, wi): (Tensor<B, 2>, Tensor<B, 1>) = (inner(&x), inner(&weight));
         let inv_rms = reference::inv_rms(xi.clone(), eps);
-        let out = xi.clone().mul(inv_rms.clone()).mul(wi.clone().unsqueeze());
+        let out = reference::normalize(xi.clone(), inv_rms.clone(), wi.clone());
         record([&x, &weight], RmsNormGrad { x: xi, weight: wi, inv_rms }, out)
     }
 

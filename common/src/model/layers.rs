@@ -32,7 +32,6 @@ impl<B: Backend> Linear<B> {
         }
         out
     }
-
 }
 
 impl<B: ModelBackend> Linear<B> {
