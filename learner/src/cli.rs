@@ -26,6 +26,9 @@ use rlvr_actor::engine::{Engine, EngineConfig};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// `text` (human-readable) or `json` (one object per line, for log collectors).
+    #[arg(long, global = true, env = "RLVR_LOG_FORMAT", default_value = "text")]
+    pub log_format: rlvr_common::process::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +36,14 @@ pub enum Command {
     /// Run RL post-training in one process (actor, verifier and learner). Without a config file, the
     /// built-in default: GRPO on generated arithmetic with SmolLM2-135M-Instruct.
     Train(TrainArgs),
+    /// The learner of a distributed run: the training loop over Redis Streams, serving weights to the
+    /// actors. Resumes from the newest checkpoint in the run directory if there is one.
+    Learner(LearnerArgs),
+    /// An actor of a distributed run: samples rollout groups with the learner's weights (needs only the
+    /// Redis URL and the run's name).
+    Actor(ActorArgs),
+    /// Steer a distributed run: pause, resume, drain, stop, checkpoint, or print its status.
+    Ctl(CtlArgs),
     /// Validate a run config and print what one step does (prompts, samples, tokens, micro-batches,
     /// optimiser steps, staleness bound, memory), then exit.
     Plan(PlanArgs),
@@ -76,6 +87,52 @@ pub struct TrainArgs {
     /// No per-step metrics lines (they still go to metrics.jsonl).
     #[arg(long, env = "RLVR_QUIET")]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LearnerArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    #[arg(long, env = "RLVR_REDIS_URL")]
+    pub redis: String,
+    /// Overrides `distributed.run`, the run's name in Redis.
+    #[arg(long, env = "RLVR_RUN")]
+    pub run: Option<String>,
+    /// Overrides `distributed.weights_bind` (where the weight server listens).
+    #[arg(long, env = "RLVR_WEIGHTS_BIND")]
+    pub weights_bind: Option<String>,
+    /// Overrides `distributed.weights_host` (the host name actors reach the weight server by).
+    #[arg(long, env = "RLVR_WEIGHTS_HOST")]
+    pub weights_host: Option<String>,
+    /// Start from step 0 even if the run directory holds checkpoints (they are kept).
+    #[arg(long, env = "RLVR_FRESH", conflicts_with = "resume")]
+    pub fresh: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ActorArgs {
+    #[arg(long, env = "RLVR_REDIS_URL")]
+    pub redis: String,
+    /// The run's name (the learner's `distributed.run`).
+    #[arg(long, env = "RLVR_RUN", default_value = "default")]
+    pub run: String,
+    /// This actor's id among the run's members (default `actor-{host}-{pid}`).
+    #[arg(long, env = "RLVR_ID")]
+    pub id: Option<String>,
+    /// On SIGTERM hand the tasks in hand back at once instead of finishing them.
+    #[arg(long, env = "RLVR_ABORT_ON_SHUTDOWN")]
+    pub abort_on_shutdown: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// `pause`, `resume`, `drain` (finish the step, checkpoint, stop), `stop`, `checkpoint` or `status`.
+    pub command: String,
+    #[arg(long, env = "RLVR_REDIS_URL")]
+    pub redis: String,
+    #[arg(long, env = "RLVR_RUN", default_value = "default")]
+    pub run: String,
 }
 
 #[derive(Debug, Args)]
@@ -172,8 +229,16 @@ pub struct GenerateArgs {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    rlvr_common::process::init_logging(cli.log_format);
     match cli.command {
         Command::Train(args) => run_train(args),
+        Command::Learner(args) => run_learner(args),
+        Command::Actor(args) => run_actor_process(args),
+        Command::Ctl(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            println!("{}", runtime.block_on(crate::distributed::ctl(&args.command, &args.redis, &args.run))?);
+            Ok(())
+        }
         Command::Plan(args) => run_plan(args),
         Command::Eval(args) => run_eval(args),
         Command::Generate(args) => run_generate(args),
@@ -188,10 +253,11 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<RunConfig> {
     }
 }
 
-fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+/// The run config with the command line's overrides.
+fn train_config(args: &TrainArgs) -> anyhow::Result<RunConfig> {
     let mut config = load_config(args.config.as_ref())?;
-    if let Some(d) = args.run_dir {
-        config.runtime.run_dir = d;
+    if let Some(d) = &args.run_dir {
+        config.runtime.run_dir = d.clone();
     }
     if let Some(s) = args.steps {
         config.runtime.steps = s;
@@ -199,26 +265,17 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(s) = args.seed {
         config.runtime.seed = s;
     }
-    if let Some(m) = args.mode {
+    if let Some(m) = &args.mode {
         config.runtime.mode = match m.as_str() {
             "sync" => Mode::Sync,
             "async" => Mode::Async,
             other => bail!("--mode {other:?}: use `sync` or `async`"),
         };
     }
-    config.validate()?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let shutdown = CancellationToken::new();
-    let summary = runtime.block_on(async {
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("stopping at the next safe point (Ctrl-C again to abort)");
-                token.cancel();
-            }
-        });
-        train(config.clone(), TrainOptions { resume: args.resume, verbose: !args.quiet }, shutdown).await
-    })?;
+    Ok(config)
+}
+
+fn report(summary: &crate::run::RunSummary) {
     eprintln!(
         "trained {} steps in {:.0}s ({:.2} samples/s); checkpoint {}",
         summary.steps,
@@ -229,6 +286,65 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     if let (Some(b), Some(a)) = (&summary.eval_before, &summary.eval_after) {
         eprintln!("held-out pass@1: {:.3} -> {:.3}", b.pass_at_1_mean, a.pass_at_1_mean);
     }
+}
+
+fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let config = train_config(&args)?;
+    config.validate()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let summary = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        rlvr_common::process::stop_on_signals(shutdown.clone(), "training");
+        train(config.clone(), TrainOptions { resume: args.resume, verbose: !args.quiet }, shutdown).await
+    })?;
+    report(&summary);
+    Ok(())
+}
+
+fn run_learner(args: LearnerArgs) -> anyhow::Result<()> {
+    let mut config = train_config(&args.train)?;
+    if let Some(r) = args.run {
+        config.distributed.run = r;
+    }
+    if let Some(b) = args.weights_bind {
+        config.distributed.weights_bind = b;
+    }
+    if let Some(h) = args.weights_host {
+        config.distributed.weights_host = Some(h);
+    }
+    config.validate()?;
+    // A learner is a service its supervisor restarts: it continues from its newest checkpoint.
+    let resume = match (args.train.resume, args.fresh) {
+        (Some(r), _) => Some(r),
+        (None, true) => None,
+        (None, false) => crate::distributed::latest_checkpoint(&config.runtime.run_dir),
+    };
+    if let Some(r) = &resume {
+        eprintln!("resuming from {}", r.display());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let summary = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        rlvr_common::process::stop_on_signals(shutdown.clone(), "the learner");
+        crate::distributed::run_learner(config, TrainOptions { resume, verbose: !args.train.quiet }, &args.redis, shutdown).await
+    })?;
+    report(&summary);
+    Ok(())
+}
+
+fn run_actor_process(args: ActorArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        rlvr_common::process::stop_on_signals(shutdown.clone(), "the actor");
+        let config = rlvr_actor::service::ActorProcessConfig {
+            redis: rlvr_common::transport::redis::RedisConfig::new(args.redis, args.run),
+            actor_id: args.id.unwrap_or_else(|| rlvr_common::transport::member::member_id("actor")),
+            abort_on_shutdown: args.abort_on_shutdown,
+        };
+        rlvr_actor::service::run(config, shutdown).await
+    })?;
+    eprintln!("actor: sampled {} groups ({} rollouts)", report.groups, report.rollouts);
     Ok(())
 }
 

@@ -24,6 +24,7 @@ pub struct RunConfig {
     pub algorithm: AlgorithmSection,
     pub optimizer: OptimizerSection,
     pub runtime: RuntimeSection,
+    pub distributed: DistributedSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,6 +244,39 @@ impl Default for RuntimeSection {
     }
 }
 
+/// `[distributed]`: how `rlvr learner` and its workers meet in Redis (ignored by `rlvr train`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistributedSection {
+    /// The run's name: every Redis key of the run is under `rlvr:{run}:`.
+    pub run: String,
+    /// Where the learner's weight server listens (port 0: any free port).
+    pub weights_bind: String,
+    /// The host name actors reach the weight server by (default: this machine's host name).
+    pub weights_host: Option<String>,
+    /// A task or group held this long by a worker that stopped saying it is busy with it is given to
+    /// another worker.
+    pub visibility_timeout_s: f64,
+    /// Deliveries of one entry before it goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// A group whose scored result has not arrived this long after it was issued is issued again
+    /// (covers entries lost in a Redis restart, and dead-lettered ones).
+    pub reissue_after_s: f64,
+}
+
+impl Default for DistributedSection {
+    fn default() -> Self {
+        Self {
+            run: "default".into(),
+            weights_bind: "0.0.0.0:0".into(),
+            weights_host: None,
+            visibility_timeout_s: 60.0,
+            max_deliveries: 5,
+            reissue_after_s: 300.0,
+        }
+    }
+}
+
 /// What `rlvr plan`'s memory estimate needs to know of the model.
 #[derive(Clone, Debug)]
 pub struct ModelSize {
@@ -359,6 +393,19 @@ impl RunConfig {
         }
         if rt.micro_batch_tokens < r.max_new_tokens + 1 {
             bail!("`runtime.micro_batch_tokens` ({}) cannot hold one sequence of rollout.max_new_tokens ({}) plus its prompt", rt.micro_batch_tokens, r.max_new_tokens);
+        }
+        let dist = &self.distributed;
+        if dist.run.is_empty() || !dist.run.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            bail!("`distributed.run` is {:?}: use letters, digits, `-`, `_` and `.` only", dist.run);
+        }
+        if !(dist.visibility_timeout_s.is_finite() && dist.visibility_timeout_s >= 1.0) {
+            bail!("`distributed.visibility_timeout_s` is {}: it must be at least 1 second", dist.visibility_timeout_s);
+        }
+        if !(dist.reissue_after_s.is_finite() && dist.reissue_after_s >= dist.visibility_timeout_s) {
+            bail!("`distributed.reissue_after_s` ({}) must be at least `distributed.visibility_timeout_s` ({}): a group held by a dead worker is reclaimed before it is re-issued", dist.reissue_after_s, dist.visibility_timeout_s);
+        }
+        if dist.max_deliveries == 0 {
+            bail!("`distributed.max_deliveries` is 0: allow at least one delivery");
         }
         if rt.eval && (d.eval_prompts == 0 || rt.eval_samples == 0) {
             bail!("`runtime.eval` needs `data.eval_prompts` and `runtime.eval_samples` of at least 1 (or set runtime.eval = false)");

@@ -10,7 +10,9 @@
 //! - [`trainer`]: one learner update from scored rollouts
 //! - [`eval`]: pass@1 / pass@k over seeds
 //! - [`memory`]: the allocator settings of the `rlvr` process
-//! - [`run`]: the embedded loop of `rlvr train`, checkpoints and resume
+//! - [`driver`]: the learner's loop over any transport (one function, one span per phase)
+//! - [`run`]: the embedded mode of `rlvr train`, the start of a run, checkpoints and resume
+//! - [`distributed`]: `rlvr learner`, `rlvr ctl` and `rlvr up` over Redis
 //! - [`cli`]: the `rlvr` commands
 
 pub mod algo;
@@ -18,6 +20,8 @@ pub mod cli;
 pub mod config;
 pub mod critic;
 pub mod data;
+pub mod distributed;
+pub mod driver;
 pub mod eval;
 pub mod memory;
 pub mod optim;

@@ -9,15 +9,15 @@
 //! - [`truth`]: ternary truthfulness reward (+1 correct, 0 abstained, -1 wrong) and its metrics.
 //! - [`shaping`]: format reward and overlong penalty on top of any reward.
 //! - [`check`]: the `rlvr-verifier check` batch (JSONL in, JSONL out, in order, all cores).
-//! - [`service`]: the verifier loop between a rollout source and a scored-rollout sink.
+//! - [`worker`]: the verifier loop: rollout groups in, scored groups out, over any transport.
 
 pub mod budget;
 pub mod check;
 pub mod code;
 pub mod math;
-pub mod service;
 pub mod shaping;
 pub mod truth;
 pub mod verdict;
+pub mod worker;
 
 pub use verdict::{ErrorKind, Outcome, Verdict, VerifierError};

@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// `text` (human-readable) or `json` (one object per line, for log collectors).
+    #[arg(long, global = true, env = "RLVR_LOG_FORMAT", default_value = "text")]
+    log_format: rlvr_common::process::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -24,6 +27,24 @@ enum Command {
         /// Add `elapsed_us` (scoring time of the line) to every verdict.
         #[arg(long, env = "RLVR_VERIFIER_TIMINGS")]
         timings: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Join a distributed run: score its rollout groups from Redis until the run stops (SIGTERM:
+    /// finish the batch in hand, then exit).
+    Serve {
+        /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+        #[arg(long, env = "RLVR_REDIS_URL")]
+        redis: String,
+        /// The run's name (the learner's `distributed.run`).
+        #[arg(long, env = "RLVR_RUN", default_value = "default")]
+        run: String,
+        /// This verifier's id among the run's members (default `verifier-{host}-{pid}`).
+        #[arg(long, env = "RLVR_ID")]
+        id: Option<String>,
+        /// Worker threads (default: all cores).
+        #[arg(long, env = "RLVR_VERIFIER_THREADS")]
+        threads: Option<usize>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -62,7 +83,23 @@ impl SandboxArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    rlvr_common::process::init_logging(cli.log_format);
     match cli.command {
+        Command::Serve { redis, run, id, threads, sandbox } => {
+            rlvr_verifier::code::configure_shared(sandbox.config());
+            if let Some(n) = threads {
+                rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("while starting the worker pool")?;
+            }
+            let id = id.unwrap_or_else(|| rlvr_common::transport::member::member_id("verifier"));
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(async {
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                rlvr_common::process::stop_on_signals(shutdown.clone(), "the verifier");
+                let config = rlvr_common::transport::redis::RedisConfig::new(redis, run);
+                rlvr_verifier::worker::serve(config, id, shutdown).await
+            })?;
+            eprintln!("rlvr-verifier: scored {} groups ({} samples)", report.groups, report.samples);
+        }
         Command::Check { threads, timings, sandbox } => {
             rlvr_verifier::code::configure_shared(sandbox.config());
             if let Some(n) = threads {

@@ -425,8 +425,7 @@ fn check_cli_and_service_score_code() {
     if missing(&Runtime::Python315Snapshot.path()) {
         return;
     }
-    use rlvr_verifier::check::{self, CheckRequest};
-    use rlvr_verifier::service::{self, ChannelSink, ChannelSource, Rollout, ServiceConfig};
+    use rlvr_verifier::check;
 
     // The batch CLI path: both ground-truth forms, a ground truth given as a JSON string, bad input.
     let apps = serde_json::json!({"inputs": ["2 3\n"], "outputs": ["5\n"]});
@@ -450,26 +449,49 @@ fn check_cli_and_service_score_code() {
     assert_eq!(outcomes, ["correct", "correct", "no_answer", "error", "timeout"], "{got:#?}");
     assert_eq!(got[1]["id"], 2);
 
-    // The service loop.
+    // The worker loop: a code group through the same scorer as `rlvr-verifier serve`.
+    use rlvr_common::protocol::{GroupId, RewardSettings, RewardSpec, RolloutGroup, ScoredGroup};
+    use rlvr_common::transport::memory::{MemoryStage, queue};
+    use rlvr_common::transport::{Inbox, Outbox};
+    use rlvr_verifier::worker::{RewardScorer, WorkerConfig, run_worker};
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let (rollouts_tx, rollouts_rx) = tokio::sync::mpsc::channel(8);
-        let (scored_tx, mut scored_rx) = tokio::sync::mpsc::channel(8);
-        let task = tokio::spawn(service::run(
-            ChannelSource { rollouts_rx },
-            ChannelSink { scored_tx },
-            ServiceConfig { batch_size: 4 },
+        let (in_tx, in_rx) = queue::<RolloutGroup>(8);
+        let (out_tx, mut out_rx) = queue::<ScoredGroup>(8);
+        let settings = RewardSettings { overlong_penalty: 0.0, overlong_buffer: 0, max_new_tokens: 64 };
+        let task = tokio::spawn(run_worker(
+            MemoryStage { input: in_rx, output: out_tx },
+            std::sync::Arc::new(RewardScorer::new(&settings)),
+            WorkerConfig::default(),
             tokio_util::sync::CancellationToken::new(),
         ));
-        for (i, line) in lines.iter().take(2).enumerate() {
-            let request: CheckRequest = serde_json::from_value(line.clone()).unwrap();
-            rollouts_tx.send(Rollout { id: format!("r{i}"), request }).await.unwrap();
-        }
-        drop(rollouts_tx);
-        assert_eq!(task.await.unwrap().unwrap().scored, 2);
-        for _ in 0..2 {
-            assert_eq!(scored_rx.recv().await.unwrap().verdict.outcome, Outcome::Correct);
-        }
+        let texts = [lines[0]["response"].as_str().unwrap(), "```python\nprint(6)\n```"];
+        let rollout = |i: u32| rlvr_common::rollout::Rollout {
+            id: format!("s0-g0/{i}"),
+            prompt_id: "p".into(),
+            group_id: "s0-g0".into(),
+            sample_index: i,
+            weight_version: 0,
+            prompt_token_ids: vec![1],
+            response_token_ids: vec![2],
+            log_probs: vec![-1.0],
+            temperature: 1.0,
+            finish_reason: rlvr_common::rollout::FinishReason::Stop,
+            timings: Default::default(),
+        };
+        let group = RolloutGroup {
+            group: GroupId { step: 0, slot: 0 },
+            reward: RewardSpec { data_source: "apps".into(), kind: "code".into(), ground_truth: apps.to_string() },
+            actor: "a".into(),
+            rollouts: vec![rollout(0), rollout(1)],
+            texts: texts.iter().map(|t| t.to_string()).collect(),
+        };
+        in_tx.send(&group).await.unwrap();
+        drop(in_tx);
+        assert_eq!(task.await.unwrap().unwrap().groups, 1);
+        let scored = out_rx.recv(1, std::time::Duration::from_secs(1)).await.unwrap().remove(0).message;
+        let outcomes: Vec<&str> = scored.scores.iter().map(|s| s.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["correct", "incorrect"], "{scored:#?}");
     });
 }
 

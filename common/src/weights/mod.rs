@@ -2,8 +2,12 @@
 //! its tensors, and a receiver verifies the checksum before it samples with the weights.
 //!
 //! Transport-agnostic: [`WeightPublisher`] and [`WeightSubscriber`] are what the learner and the actor
-//! see; [`InProcessWeights`] implements both for the embedded mode (Redis/TCP/NCCL implement them in
-//! the distributed one).
+//! see; [`InProcessWeights`] implements both for the embedded mode. Across processes the learner serves
+//! each version over TCP ([`tcp::WeightServer`]) and announces it in the control plane; an actor's
+//! [`tcp::follow`] task fetches and verifies what is announced and hands it to the actor through an
+//! [`InProcessWeights`].
+
+pub mod tcp;
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +22,8 @@ pub enum WeightsError {
     ChecksumMismatch { version: u64, announced: String, actual: String },
     #[error("weight transport: {0}")]
     Transport(String),
+    #[error("weights of version {version} from {address}: {phase} did not finish within {limit:?}")]
+    Deadline { version: u64, address: String, phase: &'static str, limit: std::time::Duration },
 }
 
 /// One published set of weights.
@@ -72,12 +78,14 @@ pub trait WeightPublisher: Send + Sync {
     fn publish(&self, update: WeightUpdate) -> Result<(), WeightsError>;
 }
 
-/// The actor's side: the newest announced version and its weights.
+/// The actor's side: the weights it should sample with.
 pub trait WeightSubscriber: Send + Sync {
-    /// The newest announced version, if any (cheap: the actor asks between decoding steps).
+    /// The version the actor should be on, if any (cheap: the actor asks between decoding steps).
+    /// Versions only go up within a learner's life; a restarted learner announces the version of the
+    /// checkpoint it resumed from, which may be below what an actor holds.
     fn latest_version(&self) -> Option<u64>;
-    /// The newest update if it is newer than `have`. The caller verifies it before use.
-    fn fetch_newer(&self, have: u64) -> Result<Option<WeightUpdate>, WeightsError>;
+    /// That version's update if it is not `have`. The caller verifies it before use.
+    fn fetch_if_other(&self, have: u64) -> Result<Option<WeightUpdate>, WeightsError>;
 }
 
 /// Weights shared in memory between a learner and the actors of one process.
@@ -89,6 +97,19 @@ pub struct InProcessWeights {
 impl InProcessWeights {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes `update` the current weights whatever its version (an actor following a learner that
+    /// restarted from a checkpoint goes back to that checkpoint's version).
+    pub fn replace(&self, update: WeightUpdate) {
+        if let Ok(mut latest) = self.latest.lock() {
+            *latest = Some(update);
+        }
+    }
+
+    /// The current weights.
+    pub fn current(&self) -> Option<WeightUpdate> {
+        self.latest.lock().ok()?.clone()
     }
 }
 
@@ -113,9 +134,9 @@ impl WeightSubscriber for InProcessWeights {
         self.latest.lock().ok()?.as_ref().map(|u| u.version)
     }
 
-    fn fetch_newer(&self, have: u64) -> Result<Option<WeightUpdate>, WeightsError> {
+    fn fetch_if_other(&self, have: u64) -> Result<Option<WeightUpdate>, WeightsError> {
         let latest = self.latest.lock().map_err(|_| WeightsError::Transport("poisoned lock".into()))?;
-        Ok(latest.as_ref().filter(|u| u.version > have).cloned())
+        Ok(latest.as_ref().filter(|u| u.version != have).cloned())
     }
 }
 
@@ -155,8 +176,8 @@ mod tests {
         assert_eq!(w.latest_version(), None);
         w.publish(WeightUpdate::new(1, tensors(1.0))).unwrap();
         assert_eq!(w.latest_version(), Some(1));
-        assert_eq!(w.fetch_newer(0).unwrap().unwrap().version, 1);
-        assert!(w.fetch_newer(1).unwrap().is_none());
+        assert_eq!(w.fetch_if_other(0).unwrap().unwrap().version, 1);
+        assert!(w.fetch_if_other(1).unwrap().is_none());
         assert!(w.publish(WeightUpdate::new(1, tensors(2.0))).is_err(), "versions only go up");
     }
 }
