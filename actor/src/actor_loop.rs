@@ -55,6 +55,9 @@ pub struct ActorConfig {
     pub keep_every: Duration,
     /// Counts completed groups as they go out (for heartbeats).
     pub groups_done: Arc<AtomicU64>,
+    /// Start a group only when the engine is idle, so no two groups share a batch and a group's tokens
+    /// do not depend on which others an actor happened to take with it.
+    pub one_group_at_a_time: bool,
 }
 
 impl Default for ActorConfig {
@@ -66,6 +69,7 @@ impl Default for ActorConfig {
             max_waiting: 64,
             keep_every: Duration::from_secs(10),
             groups_done: Arc::default(),
+            one_group_at_a_time: false,
         }
     }
 }
@@ -156,10 +160,11 @@ where
             stage.release(&ids).await?;
         }
         // 2. Intake: keep the engine's queue topped up (not while tasks wait for weights).
-        while open && deferred.is_empty() && engine.waiting() < config.max_waiting {
+        while open && deferred.is_empty() && engine.waiting() < config.max_waiting && (!config.one_group_at_a_time || (engine.is_idle() && held.is_empty())) {
             let wait = if engine.is_idle() { Duration::from_millis(500) } else { Duration::ZERO };
+            let max = if config.one_group_at_a_time { 1 } else { config.max_waiting - engine.waiting() };
             let got = tokio::select! {
-                r = stage.recv(config.max_waiting - engine.waiting(), wait) => r,
+                r = stage.recv(max, wait) => r,
                 () = shutdown.cancelled() => break,
             };
             let deliveries = match got {

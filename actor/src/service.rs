@@ -87,6 +87,7 @@ pub async fn run(config: ActorProcessConfig, shutdown: CancellationToken) -> any
         max_staleness: info.actor.max_staleness,
         shutdown: if config.abort_on_shutdown { ShutdownMode::Abort } else { ShutdownMode::Finish },
         max_waiting: (info.actor.max_batch / info.actor.group_size.max(1)).max(1),
+        one_group_at_a_time: info.actor.batch_invariant,
         keep_every: Duration::from_secs_f64(info.queues.visibility_timeout_s / 3.0),
         groups_done,
     };

@@ -389,6 +389,9 @@ pub struct ActorSettings {
     pub max_staleness: u64,
     /// Samples per group (an actor queues about one batch of groups beyond those running).
     pub group_size: usize,
+    /// Sample one group at a time (`rollout.batch_invariant`).
+    #[serde(default)]
+    pub batch_invariant: bool,
 }
 
 /// How long a worker may hold an entry without saying it is busy with it, and how often an entry may

@@ -42,6 +42,9 @@ pub enum Command {
     /// An actor of a distributed run: samples rollout groups with the learner's weights (needs only the
     /// Redis URL and the run's name).
     Actor(ActorArgs),
+    /// Run the distributed topology on this machine: a redis-server (from PATH, data in the run
+    /// directory), the learner, actors and verifiers as child processes, each with its log file.
+    Up(UpArgs),
     /// Steer a distributed run: pause, resume, drain, stop, checkpoint, or print its status.
     Ctl(CtlArgs),
     /// Validate a run config and print what one step does (prompts, samples, tokens, micro-batches,
@@ -123,6 +126,27 @@ pub struct ActorArgs {
     /// On SIGTERM hand the tasks in hand back at once instead of finishing them.
     #[arg(long, env = "RLVR_ABORT_ON_SHUTDOWN")]
     pub abort_on_shutdown: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Actor processes.
+    #[arg(long, env = "RLVR_ACTORS", default_value_t = 2)]
+    pub actors: usize,
+    /// Verifier processes.
+    #[arg(long, env = "RLVR_VERIFIERS", default_value_t = 2)]
+    pub verifiers: usize,
+    /// Use this Redis instead of starting a redis-server.
+    #[arg(long, env = "RLVR_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Overrides `distributed.run`.
+    #[arg(long, env = "RLVR_RUN")]
+    pub run: Option<String>,
+    /// Start from step 0 even if the run directory holds checkpoints.
+    #[arg(long, env = "RLVR_FRESH", conflicts_with = "resume")]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +258,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => run_train(args),
         Command::Learner(args) => run_learner(args),
         Command::Actor(args) => run_actor_process(args),
+        Command::Up(args) => run_up(args),
         Command::Ctl(args) => {
             let runtime = tokio::runtime::Runtime::new()?;
             println!("{}", runtime.block_on(crate::distributed::ctl(&args.command, &args.redis, &args.run))?);
@@ -329,6 +354,33 @@ fn run_learner(args: LearnerArgs) -> anyhow::Result<()> {
         crate::distributed::run_learner(config, TrainOptions { resume, verbose: !args.train.quiet }, &args.redis, shutdown).await
     })?;
     report(&summary);
+    Ok(())
+}
+
+fn run_up(args: UpArgs) -> anyhow::Result<()> {
+    let mut config = train_config(&args.train)?;
+    if let Some(r) = args.run {
+        config.distributed.run = r;
+    }
+    // Everything runs on this machine.
+    config.distributed.weights_host.get_or_insert_with(|| "127.0.0.1".into());
+    config.validate()?;
+    let mut learner_args = vec![];
+    if let Some(r) = &args.train.resume {
+        learner_args.extend(["--resume".to_string(), r.display().to_string()]);
+    }
+    if args.fresh {
+        learner_args.push("--fresh".into());
+    }
+    if args.train.quiet {
+        learner_args.push("--quiet".into());
+    }
+    let options = crate::distributed::UpOptions { config, actors: args.actors.max(1), verifiers: args.verifiers.max(1), redis: args.redis, learner_args };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let status = runtime.block_on(crate::distributed::up(options))?;
+    if !status.success() {
+        bail!("the learner exited with {status}");
+    }
     Ok(())
 }
 

@@ -82,6 +82,12 @@ pub struct RolloutSection {
     /// prompts drawn).
     pub dynamic_sampling: bool,
     pub max_draw_factor: usize,
+    /// Sample each group alone (its samples batched together, never with another group's), so that a
+    /// group's tokens do not depend on which groups shared its batch: CPU matmuls sum in an order that
+    /// depends on the batch's size, and a last-bit difference in a logit occasionally flips a sampled
+    /// token. Makes distributed runs reproduce the embedded run bit for bit whatever the actors' share
+    /// of the work, at the cost of cross-group batching (slower sampling).
+    pub batch_invariant: bool,
 }
 
 impl Default for RolloutSection {
@@ -95,6 +101,7 @@ impl Default for RolloutSection {
             max_batch: 256,
             dynamic_sampling: false,
             max_draw_factor: 3,
+            batch_invariant: false,
         }
     }
 }

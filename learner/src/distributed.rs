@@ -60,7 +60,7 @@ pub async fn run_learner(config: RunConfig, options: TrainOptions, redis_url: &s
         model_config_json: start.learner.model_config().to_json("float32").to_string(),
         tokenizer_json: read("tokenizer.json").with_context(|| format!("reading tokenizer.json in {}", start.tokenizer_dir.display()))?,
         tokenizer_config_json: read("tokenizer_config.json").ok(),
-        actor: ActorSettings { max_batch: config.rollout.max_batch, max_staleness: config.runtime.max_staleness, group_size: config.rollout.group_size },
+        actor: ActorSettings { max_batch: config.rollout.max_batch, max_staleness: config.runtime.max_staleness, group_size: config.rollout.group_size, batch_invariant: config.rollout.batch_invariant },
         reward: reward_settings(&config),
         queues: QueueSettings { visibility_timeout_s: config.distributed.visibility_timeout_s, max_deliveries: config.distributed.max_deliveries },
         seed: config.runtime.seed,
@@ -160,4 +160,186 @@ pub async fn status(transport: &RedisTransport) -> anyhow::Result<String> {
     }
     out += &format!("dead letters: {}\n", transport.dead_letters().await?);
     Ok(out)
+}
+
+/// What `rlvr up` starts.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// The resolved run config (written to the run directory for the learner to read).
+    pub config: RunConfig,
+    pub actors: usize,
+    pub verifiers: usize,
+    /// Use this Redis instead of starting one.
+    pub redis: Option<String>,
+    /// Extra arguments for `rlvr learner` (`--resume DIR`, `--fresh`, `--quiet`).
+    pub learner_args: Vec<String>,
+}
+
+/// One child process of `rlvr up`.
+struct ChildProcess {
+    name: String,
+    args: Vec<String>,
+    program: PathBuf,
+    log: PathBuf,
+    child: std::process::Child,
+    restarts: u32,
+}
+
+impl ChildProcess {
+    fn spawn(name: &str, program: &Path, args: Vec<String>, logs: &Path) -> anyhow::Result<Self> {
+        let log = logs.join(format!("{name}.log"));
+        let child = spawn_logged(program, &args, &log)?;
+        Ok(Self { name: name.into(), args, program: program.to_path_buf(), log, child, restarts: 0 })
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = std::process::Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+    }
+}
+
+fn spawn_logged(program: &Path, args: &[String], log: &Path) -> anyhow::Result<std::process::Child> {
+    spawn_with_log(program, args, log, false)
+}
+
+/// Starts `program`, its output appended to `log`; with `echo`, its stderr is also copied to ours.
+fn spawn_with_log(program: &Path, args: &[String], log: &Path, echo: bool) -> anyhow::Result<std::process::Child> {
+    use std::io::{BufRead, Write};
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    let err = if echo { std::process::Stdio::piped() } else { out.try_clone()?.into() };
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(err)
+        // Its own process group: a Ctrl-C on the terminal reaches `rlvr up`, which stops the
+        // children in order (the learner first, Redis last).
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    if let Some(stderr) = child.stderr.take() {
+        let mut file = out;
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let _ = writeln!(file, "{line}");
+            }
+        });
+    }
+    Ok(child)
+}
+
+/// `rlvr up`: Redis (unless one is given), the learner, actors and verifiers as child processes on this
+/// machine, each logging to `RUN_DIR/logs/NAME.log`. A worker that crashes is restarted; the run ends
+/// when the learner exits. Ctrl-C (or SIGTERM) stops the learner at its next safe point (it writes a
+/// checkpoint), then the workers, then Redis; a second one kills them all.
+pub async fn up(options: UpOptions) -> anyhow::Result<std::process::ExitStatus> {
+    use rlvr_common::transport::redis_server::{Fsync, RedisServer};
+    let config = &options.config;
+    let run_dir = config.runtime.run_dir.clone();
+    let logs = run_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let exe = std::env::current_exe().context("locating the rlvr binary")?;
+    let verifier_exe = exe.with_file_name("rlvr-verifier");
+    anyhow::ensure!(
+        verifier_exe.exists(),
+        "{} not found beside {}: build it too (cargo build --release --workspace)",
+        verifier_exe.display(),
+        exe.display()
+    );
+    // 1. Redis, with its data (AOF) in the run directory.
+    let mut server = None;
+    let url = match &options.redis {
+        Some(url) => url.clone(),
+        None => {
+            let s = RedisServer::start(&run_dir.join("redis"), Fsync::EverySec).context("starting redis-server")?;
+            let url = s.url();
+            eprintln!("redis:      {url} (data in {}, log {})", run_dir.join("redis").display(), run_dir.join("redis/redis.log").display());
+            server = Some(s);
+            url
+        }
+    };
+    // 2. The learner, with the resolved config.
+    let config_path = run_dir.join("up.toml");
+    std::fs::write(&config_path, toml::to_string_pretty(config)?)?;
+    let run = config.distributed.run.clone();
+    let mut learner_args = vec!["learner".into(), config_path.display().to_string(), "--redis".into(), url.clone()];
+    learner_args.extend(options.learner_args.iter().cloned());
+    let log = logs.join("learner.log");
+    let child = spawn_with_log(&exe, &learner_args, &log, true)?;
+    let mut learner = ChildProcess { name: "learner".into(), program: exe.clone(), args: learner_args, log, child, restarts: 0 };
+    eprintln!("learner:    {} (and here)", learner.log.display());
+    // 3. The workers.
+    let mut workers = vec![];
+    for i in 0..options.actors {
+        let name = format!("actor-{i}");
+        let args = vec!["actor".into(), "--redis".into(), url.clone(), "--run".into(), run.clone(), "--id".into(), name.clone()];
+        workers.push(ChildProcess::spawn(&name, &exe, args, &logs)?);
+    }
+    for i in 0..options.verifiers {
+        let name = format!("verifier-{i}");
+        let args = vec!["serve".into(), "--redis".into(), url.clone(), "--run".into(), run.clone(), "--id".into(), name.clone()];
+        workers.push(ChildProcess::spawn(&name, &verifier_exe, args, &logs)?);
+    }
+    for w in &workers {
+        eprintln!("{:<11} {}", format!("{}:", w.name), w.log.display());
+    }
+    eprintln!("`rlvr ctl status --redis {url} --run {run}` shows the run; Ctrl-C stops it (checkpointing first)");
+    // 4. Supervise until the learner exits.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut signals = 0;
+    let status = loop {
+        if let Some(status) = learner.child.try_wait()? {
+            break status;
+        }
+        for w in workers.iter_mut() {
+            if let Some(status) = w.child.try_wait()?
+                && signals == 0
+            {
+                w.restarts += 1;
+                eprintln!("{} exited ({status}); restarting it (restart {}), see {}", w.name, w.restarts, w.log.display());
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(w.restarts.min(10)))).await;
+                w.child = spawn_logged(&w.program, &w.args, &w.log)?;
+            }
+        }
+        let signalled = tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => false,
+            _ = tokio::signal::ctrl_c() => true,
+            _ = term.recv() => true,
+        };
+        if signalled {
+            signals += 1;
+            if signals == 1 {
+                eprintln!("stopping: the learner checkpoints at its next safe point (again to kill everything)");
+                learner.signal("TERM");
+            } else {
+                eprintln!("killing every process");
+                learner.signal("KILL");
+                for w in &workers {
+                    w.signal("KILL");
+                }
+                break learner.child.wait()?;
+            }
+        }
+    };
+    // 5. The workers leave on their own once the run is stopped; the rest get SIGTERM.
+    for w in &workers {
+        w.signal("TERM");
+    }
+    for w in workers.iter_mut() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while w.child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                eprintln!("{} did not stop in 30 s; killing it", w.name);
+                w.signal("KILL");
+                let _ = w.child.wait();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if let Some(mut s) = server {
+        s.stop();
+    }
+    Ok(status)
 }

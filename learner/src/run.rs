@@ -183,7 +183,7 @@ pub async fn train_with(
     let workers = shutdown.child_token();
     let tokenizer = start.prompter.tokenizer().clone();
     let decode: Decode = Arc::new(move |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default());
-    let actor_config = ActorConfig { max_staleness: config.runtime.max_staleness, ..Default::default() };
+    let actor_config = ActorConfig { max_staleness: config.runtime.max_staleness, one_group_at_a_time: config.rollout.batch_invariant, ..Default::default() };
     let actor = tokio::spawn(run_actor(engine, MemoryStage { input: prompts_rx, output: rollouts_tx }, Arc::new(weights.clone()), decode, actor_config, workers.clone()));
     let verifier = tokio::spawn(run_worker(MemoryStage { input: rollouts_rx, output: scored_tx }, scorer, WorkerConfig::default(), workers.clone()));
     let control = Arc::new(MemoryControl::default());
@@ -277,6 +277,11 @@ pub fn prepare(config: RunConfig, options: TrainOptions, eval_reward: Arc<dyn Re
         version = s.weight_version;
         eval_before = s.eval_before.clone();
     }
+    // Records of steps after the starting point belong to an incarnation that died (or to an earlier
+    // run in this directory, whose checkpoints a fresh start overwrites too): they are redone.
+    for file in ["metrics.jsonl", "trained_groups.jsonl"] {
+        truncate_records(&run_dir.join(file), step)?;
+    }
     if step >= config.runtime.steps {
         bail!("the checkpoint is at step {step}, and runtime.steps is {}: raise runtime.steps to train further", config.runtime.steps);
     }
@@ -299,6 +304,25 @@ pub fn prepare(config: RunConfig, options: TrainOptions, eval_reward: Arc<dyn Re
         actor_weights,
         tokenizer_dir,
     })
+}
+
+/// Keeps the JSONL records of `path` whose `step` is at most `step` (the rest are redone on resume).
+fn truncate_records(path: &Path, step: usize) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let keep: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
+        .collect();
+    let dropped = text.lines().count() - keep.len();
+    if dropped > 0 {
+        tracing::warn!(file = %path.display(), dropped, from_step = step + 1, "dropping records of steps this run starts before (they are redone)");
+        let mut out = keep.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        std::fs::write(path, out)?;
+    }
+    Ok(())
 }
 
 /// Where the tokenizer files come from (the base model, or the checkpoint being resumed).
