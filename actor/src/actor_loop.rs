@@ -183,8 +183,8 @@ where
             }
         }
         // 3. Weights: drain the batch, then verify and swap; abandon the batch when too stale.
-        if let Some(latest) = weights.latest_version()
-            && latest != engine.weight_version()
+        if let Some((latest, checksum)) = weights.latest()
+            && !engine.has_weights(latest, &checksum)
         {
             engine.set_admitting(false);
             if latest.saturating_sub(engine.weight_version()) > config.max_staleness && engine.running() > 0 {
@@ -195,7 +195,9 @@ where
                 flush_aborted(&mut stage, &mut held, &decode, &config, &mut report).await?;
             }
             if engine.running() == 0 {
-                if let Some(update) = weights.fetch_if_other(engine.weight_version()).map_err(EngineError::from)? {
+                if let Some(update) = weights.fetch().map_err(EngineError::from)?
+                    && !engine.has_weights(update.version, &update.checksum)
+                {
                     let version = update.version;
                     let (back, swapped) = tokio::task::spawn_blocking(move || {
                         let r = engine.set_weights(&update);
@@ -258,14 +260,17 @@ async fn admit_or_defer<B: ModelBackend, S: Stage<PromptTask, RolloutGroup>>(
     report: &mut ActorReport,
 ) -> Result<(), ActorError> {
     let t = &d.message;
+    // The engine's version counts only if its weights are the announced ones when the numbers agree.
     let have = engine.weight_version();
-    let announced = weights.latest_version().unwrap_or(have);
+    let latest = weights.latest();
+    let announced = latest.as_ref().map_or(have, |(v, _)| *v);
+    let current = latest.as_ref().is_none_or(|(v, c)| engine.has_weights(*v, c));
     let allowed = t.min_version..=t.max_version;
     if announced > t.max_version {
         tracing::info!(group = %t.group, versions = ?(t.min_version, t.max_version), announced, "dropping an outdated task");
         report.outdated += 1;
         stage.ack(&[d.id]).await?;
-    } else if allowed.contains(&have) && (announced == have || !allowed.contains(&announced)) {
+    } else if allowed.contains(&have) && (current || !allowed.contains(&announced)) {
         let request = Request { id: d.id.0.clone(), prompt: t.prompt_token_ids.clone(), params: request_params(t) };
         engine.add(request)?;
         held.insert(d.id.clone(), Held { delivery: d.id, remaining: t.sampling.n, rollouts: vec![None; t.sampling.n], task: d.message });

@@ -150,6 +150,8 @@ struct Sample {
 pub struct Engine<B: ModelBackend> {
     model: CausalLm<B>,
     version: u64,
+    /// The checksum of the weights, where known (they came as a [`WeightUpdate`]).
+    checksum: Option<String>,
     config: EngineConfig,
     detokenizer: Option<Detokenizer>,
     waiting: VecDeque<Waiting>,
@@ -192,6 +194,7 @@ impl<B: ModelBackend> Engine<B> {
         Self {
             model,
             version,
+            checksum: None,
             config,
             detokenizer: None,
             waiting: VecDeque::new(),
@@ -209,6 +212,18 @@ impl<B: ModelBackend> Engine<B> {
 
     pub fn model(&self) -> &CausalLm<B> {
         &self.model
+    }
+
+    /// Records the checksum of the weights the engine was built with.
+    pub fn with_checksum(mut self, checksum: String) -> Self {
+        self.checksum = Some(checksum);
+        self
+    }
+
+    /// Whether the engine's weights are `(version, checksum)` (by version alone where the engine does
+    /// not know its checksum).
+    pub fn has_weights(&self, version: u64, checksum: &str) -> bool {
+        self.version == version && self.checksum.as_deref().is_none_or(|c| c == checksum)
     }
 
     pub fn weight_version(&self) -> u64 {
@@ -283,6 +298,7 @@ impl<B: ModelBackend> Engine<B> {
         let model = CausalLm::from_weights(self.model.config.clone(), weights, &device)?;
         self.model = model;
         self.version = update.version;
+        self.checksum = Some(update.checksum.clone());
         Ok(())
     }
 

@@ -55,7 +55,7 @@ pub async fn run(config: ActorProcessConfig, shutdown: CancellationToken) -> any
     tracing::info!(version = first.version, seconds = t.elapsed().as_secs_f64(), "first weights fetched and verified");
     let tensors = first.tensors.iter().cloned().collect();
     let model = CausalLm::<Cpu>::from_weights(model_config, tensors, &Default::default()).context("while building the model from the learner's weights")?;
-    let engine = Engine::new(model, first.version, EngineConfig { max_batch_rows: info.actor.max_batch, ..Default::default() });
+    let engine = Engine::new(model, first.version, EngineConfig { max_batch_rows: info.actor.max_batch, ..Default::default() }).with_checksum(first.checksum.clone());
     // 3. Membership: a heartbeat with the weights it holds and its throughput.
     let groups_done = Arc::new(AtomicU64::new(0));
     let (id, host, done, stats) = (config.actor_id.clone(), hostname(), groups_done.clone(), sync_stats.clone());

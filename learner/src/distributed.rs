@@ -82,8 +82,10 @@ pub async fn run_learner(config: RunConfig, options: TrainOptions, redis_url: &s
         Duration::from_secs(2),
         background.clone(),
     );
+    // Every 10 s: trim the streams, and publish the run again (a Redis that lost its data would
+    // otherwise keep new workers from joining).
     let trimmer = {
-        let (t, stop) = (transport.clone(), background.clone());
+        let (t, stop, info) = (transport.clone(), background.clone(), info.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -94,6 +96,9 @@ pub async fn run_learner(config: RunConfig, options: TrainOptions, redis_url: &s
                     if let Err(e) = t.trim(q).await {
                         tracing::warn!(queue = q.name(), error = %e, "trimming failed");
                     }
+                }
+                if let Err(e) = t.control().publish_info(&info).await {
+                    tracing::warn!(error = %e, "publishing the run failed");
                 }
             }
         })

@@ -101,6 +101,10 @@ struct Ledger {
     rejected: usize,
 }
 
+/// Trained groups kept unacknowledged (for a restarted learner to reuse) until a checkpoint covers
+/// them; past this many, they are acknowledged anyway.
+const MAX_UNACKED: usize = 4096;
+
 /// Scored groups of later steps that arrived early (a previous incarnation's), kept for reuse.
 const MAX_STASH: usize = 100_000;
 
@@ -120,11 +124,14 @@ struct Driver<P, I, C> {
     /// `trained_groups.jsonl`: the id of every group trained on, per step.
     trained_log: std::fs::File,
     reissue_after: Duration,
+    /// The newest announcement, repeated while collecting (an announcement lost with a Redis restart
+    /// would leave actors waiting for weights nobody announces).
+    announced: Option<(WeightAnnouncement, Instant)>,
 }
 
 impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
     /// Publishes `tensors` as `version`: to the in-process actor, or served and announced.
-    async fn publish(&self, version: u64, tensors: Vec<(String, HostTensor)>) -> anyhow::Result<()> {
+    async fn publish(&mut self, version: u64, tensors: Vec<(String, HostTensor)>) -> anyhow::Result<()> {
         let update = tokio::task::spawn_blocking(move || WeightUpdate::new(version, tensors)).await?;
         match &self.weights {
             WeightSink::InProcess(w) => w.replace(update),
@@ -138,7 +145,19 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
                 };
                 server.publish(update);
                 self.control.announce_weights(&announcement).await?;
+                self.announced = Some((announcement, Instant::now()));
             }
+        }
+        Ok(())
+    }
+
+    /// Announces the current weights again every few seconds while waiting for results.
+    async fn reannounce(&mut self) -> anyhow::Result<()> {
+        if let Some((a, at)) = &mut self.announced
+            && at.elapsed() > Duration::from_secs(5)
+        {
+            self.control.announce_weights(a).await?;
+            *at = Instant::now();
         }
         Ok(())
     }
@@ -238,6 +257,7 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
                 continue;
             }
             self.reissue_overdue().await?;
+            self.reannounce().await?;
             arrived = tokio::select! {
                 r = self.scored.recv(256, Duration::from_secs(1)) => r.context("while collecting scored groups")?,
                 () = shutdown.cancelled() => return Ok(None),
@@ -253,6 +273,7 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
     async fn accept(&mut self, delivery: Delivery<ScoredGroup>, version: u64, c: &mut Collected) -> anyhow::Result<()> {
         let group = delivery.message.rollouts.group;
         let step = self.batch.step;
+        let (min_version, max_version) = self.versions(version);
         if group.step > step {
             // A previous incarnation's later step: kept in case that group is issued again.
             if self.stash.len() < MAX_STASH && !self.stash.contains_key(&group) {
@@ -277,13 +298,26 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
             self.scored.reject(&delivery.id, &reason).await?;
             return Ok(());
         }
+        let samples = &scored.rollouts.rollouts;
+        if samples.iter().any(|s| s.finish_reason == FinishReason::Abort) {
+            // An actor gave up on it (its weights moved on mid-group): the same group again, so the
+            // batch keeps its prompts.
+            tracing::info!(group = %issued.task.group, "an aborted group; issuing it again");
+            issued.task.min_version = min_version;
+            issued.task.max_version = max_version;
+            issued.issued_at = Instant::now();
+            let task = issued.task.clone();
+            self.ledger.reissued += 1;
+            self.ack(&delivery.id).await?;
+            self.prompts.send(&task).await.context("while re-issuing an aborted group")?;
+            return Ok(());
+        }
         issued.done = true;
         self.unacked.push(delivery.id.clone());
-        let samples = &scored.rollouts.rollouts;
         let oldest = samples.iter().map(|s| s.weight_version).min().unwrap_or(version);
         let lag = version.saturating_sub(oldest);
         c.staleness_max = c.staleness_max.max(lag);
-        if lag > self.config.runtime.max_staleness || samples.iter().any(|s| s.finish_reason == FinishReason::Abort) {
+        if lag > self.config.runtime.max_staleness {
             c.stale_dropped += 1;
         } else if self.config.rollout.dynamic_sampling && scored.scores.iter().all(|s| s.reward == scored.scores[0].reward) {
             c.dropped += 1;
@@ -382,6 +416,7 @@ where
         ledger: Ledger::default(),
         trained_log,
         reissue_after,
+        announced: None,
     };
     let eval_params = EvalParams {
         samples: config.runtime.eval_samples,
@@ -523,6 +558,13 @@ where
         if checkpoint_due(step) || asked || draining {
             let _span = tracing::info_span!("checkpoint", step).entered();
             last_checkpoint = Some(save(&learner, step, version, batch_cursor, &eval_before, actor_weights.as_ref())?);
+            let ids = std::mem::take(&mut d.unacked);
+            d.scored.ack(&ids).await?;
+        }
+        if d.unacked.len() > MAX_UNACKED {
+            // Without a checkpoint for this long, the groups stop being kept in Redis for a restart to
+            // reuse (a restarted learner recomputes them instead): Redis's memory stays bounded.
+            tracing::info!(groups = d.unacked.len(), "no checkpoint for a while: acknowledging the trained groups without one");
             let ids = std::mem::take(&mut d.unacked);
             d.scored.ack(&ids).await?;
         }

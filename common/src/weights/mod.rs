@@ -80,12 +80,13 @@ pub trait WeightPublisher: Send + Sync {
 
 /// The actor's side: the weights it should sample with.
 pub trait WeightSubscriber: Send + Sync {
-    /// The version the actor should be on, if any (cheap: the actor asks between decoding steps).
-    /// Versions only go up within a learner's life; a restarted learner announces the version of the
-    /// checkpoint it resumed from, which may be below what an actor holds.
-    fn latest_version(&self) -> Option<u64>;
-    /// That version's update if it is not `have`. The caller verifies it before use.
-    fn fetch_if_other(&self, have: u64) -> Result<Option<WeightUpdate>, WeightsError>;
+    /// The version and checksum the actor should be on, if any (cheap: the actor asks between decoding
+    /// steps). Versions only go up within a learner's life; a restarted learner announces the version
+    /// of the checkpoint it resumed from, which may be below what an actor holds, and the checksum
+    /// tells a version number reused with other weights.
+    fn latest(&self) -> Option<(u64, String)>;
+    /// The current update. The caller verifies it before use.
+    fn fetch(&self) -> Result<Option<WeightUpdate>, WeightsError>;
 }
 
 /// Weights shared in memory between a learner and the actors of one process.
@@ -130,13 +131,13 @@ impl WeightPublisher for InProcessWeights {
 }
 
 impl WeightSubscriber for InProcessWeights {
-    fn latest_version(&self) -> Option<u64> {
-        self.latest.lock().ok()?.as_ref().map(|u| u.version)
+    fn latest(&self) -> Option<(u64, String)> {
+        self.latest.lock().ok()?.as_ref().map(|u| (u.version, u.checksum.clone()))
     }
 
-    fn fetch_if_other(&self, have: u64) -> Result<Option<WeightUpdate>, WeightsError> {
+    fn fetch(&self) -> Result<Option<WeightUpdate>, WeightsError> {
         let latest = self.latest.lock().map_err(|_| WeightsError::Transport("poisoned lock".into()))?;
-        Ok(latest.as_ref().filter(|u| u.version != have).cloned())
+        Ok(latest.clone())
     }
 }
 
@@ -173,11 +174,11 @@ mod tests {
     #[test]
     fn in_process_hands_out_only_newer_versions() {
         let w = InProcessWeights::new();
-        assert_eq!(w.latest_version(), None);
-        w.publish(WeightUpdate::new(1, tensors(1.0))).unwrap();
-        assert_eq!(w.latest_version(), Some(1));
-        assert_eq!(w.fetch_if_other(0).unwrap().unwrap().version, 1);
-        assert!(w.fetch_if_other(1).unwrap().is_none());
+        assert_eq!(w.latest(), None);
+        let u = WeightUpdate::new(1, tensors(1.0));
+        w.publish(u.clone()).unwrap();
+        assert_eq!(w.latest(), Some((1, u.checksum.clone())));
+        assert_eq!(w.fetch().unwrap().unwrap().version, 1);
         assert!(w.publish(WeightUpdate::new(1, tensors(2.0))).is_err(), "versions only go up");
     }
 }

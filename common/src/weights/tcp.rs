@@ -249,7 +249,7 @@ pub fn follow<C: Control + 'static>(
                 match fetch(&a, deadlines).await {
                     Ok(update) => {
                         failures_in_a_row = 0;
-                        tracing::info!(version = a.version, seconds = t.elapsed().as_secs_f64(), bytes = a.bytes, "fetched and verified weights");
+                        tracing::info!(version = a.version, checksum = &a.checksum[..12], seconds = t.elapsed().as_secs_f64(), bytes = a.bytes, "fetched and verified weights");
                         weights.replace(update);
                         if let Ok(mut s) = s.lock() {
                             s.syncs += 1;
