@@ -190,9 +190,10 @@ where
             if latest.saturating_sub(engine.weight_version()) > config.max_staleness && engine.running() > 0 {
                 let aborted = engine.abort_all();
                 report.aborted += aborted.len();
-                collect(&mut stage, &mut held, aborted, &decode, &config, &mut report).await?;
+                let checksum = engine.weight_checksum().map(str::to_string);
+                collect(&mut stage, &mut held, aborted, &decode, &config, checksum.as_deref(), &mut report).await?;
                 // Their groups can never complete now: send them as aborted.
-                flush_aborted(&mut stage, &mut held, &decode, &config, &mut report).await?;
+                flush_aborted(&mut stage, &mut held, &decode, &config, checksum.as_deref(), &mut report).await?;
             }
             if engine.running() == 0 {
                 if let Some(update) = weights.fetch().map_err(EngineError::from)?
@@ -244,7 +245,8 @@ where
         })
         .await?;
         engine = back;
-        collect(&mut stage, &mut held, done?, &decode, &config, &mut report).await?;
+        let checksum = engine.weight_checksum().map(str::to_string);
+        collect(&mut stage, &mut held, done?, &decode, &config, checksum.as_deref(), &mut report).await?;
     }
 }
 
@@ -287,6 +289,7 @@ async fn collect<S: Stage<PromptTask, RolloutGroup>>(
     done: Vec<Completion>,
     decode: &Decode,
     config: &ActorConfig,
+    checksum: Option<&str>,
     report: &mut ActorReport,
 ) -> Result<(), ActorError> {
     for c in done {
@@ -304,7 +307,7 @@ async fn collect<S: Stage<PromptTask, RolloutGroup>>(
         }
         if h.remaining == 0 {
             let h = held.remove(&id).expect("present above");
-            send_group(stage, h, decode, config, report).await?;
+            send_group(stage, h, decode, config, checksum, report).await?;
         }
     }
     Ok(())
@@ -316,6 +319,7 @@ async fn flush_aborted<S: Stage<PromptTask, RolloutGroup>>(
     held: &mut HashMap<DeliveryId, Held>,
     decode: &Decode,
     config: &ActorConfig,
+    checksum: Option<&str>,
     report: &mut ActorReport,
 ) -> Result<(), ActorError> {
     for (_, mut h) in held.drain() {
@@ -336,7 +340,7 @@ async fn flush_aborted<S: Stage<PromptTask, RolloutGroup>>(
                 });
             }
         }
-        send_group(stage, h, decode, config, report).await?;
+        send_group(stage, h, decode, config, checksum, report).await?;
     }
     Ok(())
 }
@@ -346,13 +350,21 @@ async fn send_group<S: Stage<PromptTask, RolloutGroup>>(
     h: Held,
     decode: &Decode,
     config: &ActorConfig,
+    checksum: Option<&str>,
     report: &mut ActorReport,
 ) -> Result<(), ActorError> {
     let rollouts: Vec<Rollout> = h.rollouts.into_iter().map(|r| r.expect("complete group")).collect();
     let texts = rollouts.iter().map(|r| decode(&r.response_token_ids)).collect();
     report.rollouts += rollouts.len();
     report.groups += 1;
-    let group = RolloutGroup { group: h.task.group, reward: h.task.reward, actor: config.actor_id.clone(), rollouts, texts };
+    let group = RolloutGroup {
+        group: h.task.group,
+        reward: h.task.reward,
+        actor: config.actor_id.clone(),
+        rollouts,
+        texts,
+        weights_checksum: checksum.map(str::to_string),
+    };
     stage.complete(&h.delivery, &group).await?;
     config.groups_done.fetch_add(1, Ordering::Relaxed);
     Ok(())

@@ -226,6 +226,11 @@ impl<B: ModelBackend> Engine<B> {
         self.version == version && self.checksum.as_deref().is_none_or(|c| c == checksum)
     }
 
+    /// The checksum of the engine's weights, where known.
+    pub fn weight_checksum(&self) -> Option<&str> {
+        self.checksum.as_deref()
+    }
+
     pub fn weight_version(&self) -> u64 {
         self.version
     }

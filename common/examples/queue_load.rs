@@ -54,7 +54,7 @@ fn group_for(t: &PromptTask, tokens: usize) -> RolloutGroup {
             timings: Default::default(),
         })
         .collect();
-    RolloutGroup { group: t.group, reward: t.reward.clone(), actor: "sim".into(), rollouts, texts: vec!["The answer is \\boxed{42}.".into(); SAMPLES] }
+    RolloutGroup { group: t.group, reward: t.reward.clone(), actor: "sim".into(), rollouts, texts: vec!["The answer is \\boxed{42}.".into(); SAMPLES], weights_checksum: None }
 }
 
 fn scored(g: RolloutGroup) -> ScoredGroup {

@@ -199,6 +199,11 @@ pub struct RolloutGroup {
     pub rollouts: Vec<Rollout>,
     /// `rollouts[i]`'s response as text.
     pub texts: Vec<String>,
+    /// The checksum of the weights that sampled the group, where the actor knows it: a learner that
+    /// published other weights under the same version number (a restart, another run) does not train
+    /// on it.
+    #[serde(default)]
+    pub weights_checksum: Option<String>,
 }
 
 impl Message for RolloutGroup {
@@ -452,6 +457,7 @@ mod tests {
             actor: "a0".into(),
             rollouts: vec![rollout(0), rollout(1)],
             texts: vec!["\\boxed{7}".into(), "8".into()],
+            weights_checksum: None,
         }
     }
 

@@ -345,6 +345,15 @@ fn run_learner(args: LearnerArgs) -> anyhow::Result<()> {
         (None, false) => crate::distributed::latest_checkpoint(&config.runtime.run_dir),
     };
     if let Some(r) = &resume {
+        let state: Option<crate::run::TrainerState> = std::fs::read_to_string(r.join("trainer_state.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(s) = state.filter(|s| s.step >= config.runtime.steps) {
+            bail!(
+                "the run in {} is complete ({} of {} steps): start another with --fresh (or another --run-dir), or raise runtime.steps to train further",
+                config.runtime.run_dir.display(),
+                s.step,
+                config.runtime.steps
+            );
+        }
         eprintln!("resuming from {}", r.display());
     }
     let runtime = tokio::runtime::Runtime::new()?;

@@ -52,7 +52,13 @@ pub async fn run_learner(config: RunConfig, options: TrainOptions, redis_url: &s
     let model_dir = options.resume.clone().unwrap_or_else(|| config.model.path.clone());
     let tokenizer = rlvr_common::tokenizer::Tokenizer::from_dir(&model_dir).with_context(|| format!("loading the tokenizer of {}", model_dir.display()))?;
     let eval_reward: Arc<dyn Reward> = Arc::new(Scorer::new(tokenizer, &config));
+    let fresh = options.resume.is_none();
     let start = prepare(config.clone(), options, eval_reward)?;
+    if fresh {
+        // A run that starts at step 0 owns its name: whatever an earlier run of that name left in
+        // Redis (tasks, results, dead letters) goes.
+        transport.delete_run().await?;
+    }
     // 1. Publish the run: what an actor or a verifier needs to join it.
     let read = |name: &str| std::fs::read_to_string(start.tokenizer_dir.join(name));
     let info = RunInfo {
@@ -123,12 +129,11 @@ pub async fn ctl(command: &str, redis_url: &str, run: &str) -> anyhow::Result<St
         .await
         .context("while connecting to Redis")?;
     let control = transport.control();
-    let state = |s: RunState| s;
     match command {
-        "pause" => control.set_state(state(RunState::Paused)).await?,
-        "resume" => control.set_state(state(RunState::Running)).await?,
-        "drain" => control.set_state(state(RunState::Draining)).await?,
-        "stop" => control.set_state(state(RunState::Stopped)).await?,
+        "pause" => control.set_state(RunState::Paused).await?,
+        "resume" => control.set_state(RunState::Running).await?,
+        "drain" => control.set_state(RunState::Draining).await?,
+        "stop" => control.set_state(RunState::Stopped).await?,
         "checkpoint" => control.request_checkpoint().await?,
         "status" => return status(&transport).await,
         other => anyhow::bail!("unknown command `{other}`: use pause, resume, drain, stop, checkpoint or status"),
@@ -298,8 +303,10 @@ pub async fn up(options: UpOptions) -> anyhow::Result<std::process::ExitStatus> 
             break status;
         }
         for w in workers.iter_mut() {
+            // A clean exit is a worker leaving a stopped run; a crash is restarted.
             if let Some(status) = w.child.try_wait()?
                 && signals == 0
+                && !status.success()
             {
                 w.restarts += 1;
                 eprintln!("{} exited ({status}); restarting it (restart {}), see {}", w.name, w.restarts, w.log.display());

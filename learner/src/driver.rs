@@ -127,12 +127,16 @@ struct Driver<P, I, C> {
     /// The newest announcement, repeated while collecting (an announcement lost with a Redis restart
     /// would leave actors waiting for weights nobody announces).
     announced: Option<(WeightAnnouncement, Instant)>,
+    /// The checksum of every version this learner published: a group sampled with other weights under
+    /// one of these numbers (by a previous incarnation, another run) is not trained on.
+    published: std::collections::HashMap<u64, String>,
 }
 
 impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
     /// Publishes `tensors` as `version`: to the in-process actor, or served and announced.
     async fn publish(&mut self, version: u64, tensors: Vec<(String, HostTensor)>) -> anyhow::Result<()> {
         let update = tokio::task::spawn_blocking(move || WeightUpdate::new(version, tensors)).await?;
+        self.published.insert(version, update.checksum.clone());
         match &self.weights {
             WeightSink::InProcess(w) => w.replace(update),
             WeightSink::Served { server, host } => {
@@ -299,6 +303,19 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
             return Ok(());
         }
         let samples = &scored.rollouts.rollouts;
+        let sampled_with = samples.iter().map(|s| s.weight_version).max().unwrap_or(0);
+        if let (Some(theirs), Some(ours)) = (&scored.rollouts.weights_checksum, self.published.get(&sampled_with))
+            && theirs != ours
+        {
+            // Version `sampled_with` with other weights than this learner's: redo it with ours.
+            tracing::info!(group = %issued.task.group, version = sampled_with, "a group sampled with other weights under this version; issuing it again");
+            issued.issued_at = Instant::now();
+            let task = issued.task.clone();
+            self.ledger.duplicates += 1;
+            self.ack(&delivery.id).await?;
+            self.prompts.send(&task).await.context("while re-issuing a group")?;
+            return Ok(());
+        }
         if samples.iter().any(|s| s.finish_reason == FinishReason::Abort) {
             // An actor gave up on it (its weights moved on mid-group): the same group again, so the
             // batch keeps its prompts.
@@ -417,6 +434,7 @@ where
         trained_log,
         reissue_after,
         announced: None,
+        published: Default::default(),
     };
     let eval_params = EvalParams {
         samples: config.runtime.eval_samples,
@@ -556,8 +574,7 @@ where
         batch_cursor = if config.runtime.mode == Mode::Sync { d.stream.cursor() } else { next_cursor };
         let asked = d.control.take_checkpoint_request().await?;
         if checkpoint_due(step) || asked || draining {
-            let _span = tracing::info_span!("checkpoint", step).entered();
-            last_checkpoint = Some(save(&learner, step, version, batch_cursor, &eval_before, actor_weights.as_ref())?);
+            last_checkpoint = Some(tracing::info_span!("checkpoint", step).in_scope(|| save(&learner, step, version, batch_cursor, &eval_before, actor_weights.as_ref()))?);
             let ids = std::mem::take(&mut d.unacked);
             d.scored.ack(&ids).await?;
         }

@@ -175,3 +175,76 @@ fn sync_runs_with_one_or_three_actors_match_the_embedded_run() {
     let moved = max_weight_difference(&config.model.path, &config.runtime.run_dir.join("checkpoints/step-3"));
     assert!(moved > 0.0);
 }
+
+/// `rlvr ctl` on a live run: `pause` holds the learner between steps, `resume` lets it go on,
+/// `checkpoint` writes one at the next step, `drain` finishes the step, checkpoints and stops the run
+/// (and with it the workers).
+#[test]
+fn pause_resume_checkpoint_and_drain_steer_a_live_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_run(tmp.path());
+    config.runtime.steps = 1000;
+    config.runtime.run_dir = tmp.path().join("steered");
+    config.distributed.run = "steered".into();
+    let run_dir = config.runtime.run_dir.clone();
+    let lines = |dir: &Path| std::fs::read_to_string(dir.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    rt.block_on(async {
+        let server = RedisServer::start(&tmp.path().join("redis"), Fsync::EverySec).expect("redis-server must be installed (scripts/test.sh installs it)");
+        let url = server.url();
+        let shutdown = CancellationToken::new();
+        let actor = rlvr_actor::service::ActorProcessConfig { redis: RedisConfig::new(url.clone(), "steered"), actor_id: "actor-0".into(), abort_on_shutdown: false };
+        let actor = tokio::spawn(rlvr_actor::service::run(actor, shutdown.child_token()));
+        let verifier = {
+            let (url, token) = (url.clone(), shutdown.child_token());
+            tokio::spawn(async move {
+                let t = RedisTransport::connect(RedisConfig::new(url, "steered")).await?;
+                let stage = t.stage(Queue::Rollouts, Queue::Scored, "verifier-0").await?;
+                run_worker(stage, Arc::new(EvenTokens), WorkerConfig::default(), token).await?;
+                anyhow::Ok(())
+            })
+        };
+        let learner = {
+            let (config, url, token) = (config.clone(), url.clone(), shutdown.clone());
+            tokio::spawn(async move { rlvr_learner::distributed::run_learner(config, TrainOptions { resume: None, verbose: false }, &url, token).await })
+        };
+        let wait_for = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
+            let start = std::time::Instant::now();
+            while !f() {
+                assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let dir = run_dir.clone();
+        wait_for("the first step", Box::new(move || lines(&dir) >= 1)).await;
+        let ctl = |cmd: &'static str| {
+            let url = url.clone();
+            async move { rlvr_learner::distributed::ctl(cmd, &url, "steered").await.unwrap() }
+        };
+        // Pause: at most the step in hand finishes, then nothing.
+        ctl("pause").await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let paused_at = lines(&run_dir);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(lines(&run_dir), paused_at, "the learner trained while paused");
+        let status = ctl("status").await;
+        assert!(status.contains("paused") && status.contains("actor-0") && status.contains("learner"), "{status}");
+        // Resume, ask for a checkpoint, then drain.
+        ctl("resume").await;
+        let dir = run_dir.clone();
+        wait_for("a step after resuming", Box::new(move || lines(&dir) > paused_at + 1)).await;
+        ctl("checkpoint").await;
+        let dir = run_dir.clone();
+        wait_for("the requested checkpoint", Box::new(move || std::fs::read_dir(dir.join("checkpoints")).map(|d| d.count() > 0).unwrap_or(false))).await;
+        ctl("drain").await;
+        let summary = tokio::time::timeout(Duration::from_secs(60), learner).await.expect("drain did not stop the learner").unwrap().unwrap();
+        assert!(summary.steps < 1000);
+        assert!(summary.final_checkpoint.ends_with(format!("step-{}", summary.steps)), "{:?}", summary.final_checkpoint);
+        assert_eq!(lines(&run_dir), summary.steps);
+        // The stopped run stops its workers.
+        tokio::time::timeout(Duration::from_secs(30), actor).await.expect("the actor did not leave the stopped run").unwrap().unwrap();
+        shutdown.cancel();
+        verifier.await.unwrap().unwrap();
+        assert!(ctl("status").await.starts_with("run steered: stopped"));
+    });
+}

@@ -91,6 +91,14 @@ impl Proc {
     }
 }
 
+impl Drop for Proc {
+    /// A failed test leaves no process behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn(program: &Path, args: &[String], log: &Path) -> Child {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     Command::new(program)
@@ -257,4 +265,81 @@ fn killed_processes_and_a_redis_restart_lose_nothing_and_change_nothing() {
         "faults {counts:?}: embedded {embedded_s:.1} s, distributed {clean_s:.1} s, with faults {faulty_s:.1} s ({:.1} s of redone work and recovery)",
         faulty_s - clean_s
     );
+}
+
+fn sigterm(child: &Child) {
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+}
+
+fn wait_exit(p: &mut Proc, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "{} did not exit within {limit:?} of SIGTERM; its log ends:\n{}", p.name, tail(&p.log, 30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM stops every process at a safe point with exit status 0: a worker after the work in hand,
+/// the learner after writing a checkpoint of the step it reached, from which a new learner continues.
+#[test]
+fn sigterm_stops_each_process_at_a_safe_point() {
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let tmp = tmp_dir.path();
+    let mut config = setup(tmp);
+    config.runtime.steps = 10_000;
+    config.runtime.checkpoint_every = 0;
+    let run_dir = tmp.join("term");
+    let logs = run_dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    config.runtime.run_dir = run_dir.clone();
+    config.distributed.run = "term".into();
+    let config_path = tmp.join("term.toml");
+    std::fs::write(&config_path, toml::to_string_pretty(&config).unwrap()).unwrap();
+    let redis = RedisServer::start(&run_dir.join("redis"), Fsync::EverySec).expect("redis-server must be installed (scripts/test.sh installs it)");
+    let url = redis.url();
+    let learner_args = |extra: &[&str]| {
+        let mut a = vec!["learner".to_string(), config_path.display().to_string(), "--redis".into(), url.clone(), "--quiet".into()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let mut learner = Proc::start("learner", rlvr(), learner_args(&[]), &logs);
+    let mut actor = Proc::start("actor", rlvr(), vec!["actor".into(), "--redis".into(), url.clone(), "--run".into(), "term".into()], &logs);
+    let mut verifier = Proc::start("verifier", verifier_exe(), vec!["serve".into(), "--redis".into(), url.clone(), "--run".into(), "term".into()], &logs);
+    let steps = || std::fs::read_to_string(run_dir.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    let wait_steps = |n: usize| {
+        let start = Instant::now();
+        while steps() < n {
+            assert!(start.elapsed() < Duration::from_secs(120), "no progress past step {}", steps());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_steps(2);
+    for worker in [&mut actor, &mut verifier] {
+        sigterm(&worker.child);
+        let status = wait_exit(worker, Duration::from_secs(30));
+        assert!(status.success(), "{} exited with {status} on SIGTERM", worker.name);
+        worker.child = spawn(&worker.program, &worker.args, &worker.log);
+    }
+    let before = steps();
+    wait_steps(before + 2);
+    sigterm(&learner.child);
+    let status = wait_exit(&mut learner, Duration::from_secs(60));
+    assert!(status.success(), "the learner exited with {status} on SIGTERM; its log ends:\n{}", tail(&learner.log, 30));
+    let reached = steps();
+    assert!(run_dir.join(format!("checkpoints/step-{reached}/trainer_state.json")).exists(), "no checkpoint of step {reached}");
+    // A new learner continues from it and finishes two steps later.
+    learner.args = learner_args(&["--steps", &(reached + 2).to_string()]);
+    learner.child = spawn(&learner.program, &learner.args, &learner.log);
+    let status = wait_exit(&mut learner, Duration::from_secs(120));
+    assert!(status.success(), "the resumed learner failed: {}", tail(&learner.log, 30));
+    let groups = trained_groups(&run_dir);
+    assert_eq!(groups.keys().copied().collect::<Vec<_>>(), (1..=(reached as u64 + 2)).collect::<Vec<_>>());
+    for worker in [&mut actor, &mut verifier] {
+        let status = wait_exit(worker, Duration::from_secs(30));
+        assert!(status.success(), "{} did not leave the finished run cleanly ({status})", worker.name);
+    }
+    drop(redis);
 }

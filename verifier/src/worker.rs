@@ -277,6 +277,7 @@ mod tests {
             actor: "a".into(),
             rollouts,
             texts: texts.iter().map(|t| t.to_string()).collect(),
+            weights_checksum: None,
         }
     }
 

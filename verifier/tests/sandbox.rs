@@ -485,6 +485,7 @@ fn check_cli_and_service_score_code() {
             actor: "a".into(),
             rollouts: vec![rollout(0), rollout(1)],
             texts: texts.iter().map(|t| t.to_string()).collect(),
+            weights_checksum: None,
         };
         in_tx.send(&group).await.unwrap();
         drop(in_tx);

@@ -147,8 +147,10 @@ impl Failure {
             Failure::Server(e) => TransportError::Redis { what: what.to_string(), message: e.to_string() },
         }
     }
+    /// The consumer group is gone: the stream was deleted (a fresh run of the same name; a Redis that
+    /// lost its data), possibly under a blocked read (`UNBLOCKED`).
     fn is_nogroup(&self) -> bool {
-        matches!(self, Failure::Server(e) if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP"))
+        matches!(self, Failure::Server(e) if ["NOGROUP", "UNBLOCKED"].iter().any(|c| e.code() == Some(c) || e.to_string().contains(c)))
     }
 }
 
