@@ -36,7 +36,7 @@ eval = false
 steps = $STEPS
 TOML
 
-summary() { python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print(f"{s[\"samples_per_s\"]:.3f} {s[\"seconds\"]:.1f}")' "$1/summary.json"; }
+summary() { python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print("%.3f %.1f" % (s["samples_per_s"], s["seconds"]))' "$1/summary.json"; }
 
 echo "== embedded: rlvr train ($STEPS steps)"
 "$BIN/rlvr" train "$WORK/run.toml" --run-dir "$WORK/embedded" --quiet
