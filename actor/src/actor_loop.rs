@@ -159,9 +159,14 @@ where
             let ids: Vec<DeliveryId> = deferred.drain(..).map(|d| d.id).collect();
             stage.release(&ids).await?;
         }
-        // 2. Intake: keep the engine's queue topped up (not while tasks wait for weights).
-        while open && deferred.is_empty() && engine.waiting() < config.max_waiting && (!config.one_group_at_a_time || (engine.is_idle() && held.is_empty())) {
-            let wait = if engine.is_idle() { Duration::from_millis(500) } else { Duration::ZERO };
+        // 2. Intake: keep the engine's queue topped up. Tasks waiting for weights do not stop it: they
+        // may wait for a version that needs other tasks done first (a restarted learner's).
+        while open
+            && deferred.len() < config.max_waiting
+            && engine.waiting() < config.max_waiting
+            && (!config.one_group_at_a_time || (engine.is_idle() && held.is_empty()))
+        {
+            let wait = if engine.is_idle() && deferred.is_empty() { Duration::from_millis(500) } else { Duration::ZERO };
             let max = if config.one_group_at_a_time { 1 } else { config.max_waiting - engine.waiting() };
             let got = tokio::select! {
                 r = stage.recv(max, wait) => r,
@@ -216,7 +221,11 @@ where
         // 4. Deferred tasks whose versions the engine now has.
         if !deferred.is_empty() && engine.running() == 0 {
             for d in std::mem::take(&mut deferred) {
-                admit_or_defer(&mut engine, &mut stage, &mut held, &mut deferred, d, weights.as_ref(), &mut report).await?;
+                if config.one_group_at_a_time && !held.is_empty() {
+                    deferred.push(d);
+                } else {
+                    admit_or_defer(&mut engine, &mut stage, &mut held, &mut deferred, d, weights.as_ref(), &mut report).await?;
+                }
             }
         }
         // 5. Keep the tasks in hand from being taken over.

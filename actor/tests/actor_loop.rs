@@ -152,3 +152,20 @@ async fn shutdown_stops_taking_tasks() {
         assert!(groups.is_empty());
     }
 }
+
+#[tokio::test]
+async fn a_task_waiting_for_future_weights_does_not_hold_up_the_others() {
+    // A restarted learner's old task (version 2) comes first; the current step's task (version 0) must
+    // still be sampled, or the learner would never get to version 2.
+    let weights = InProcessWeights::new();
+    let late = weights.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        late.publish(WeightUpdate::new(2, model(3).to_host_weights())).unwrap();
+    });
+    let (report, groups) = run(weights, vec![task(0, (2, 2)), task(1, (0, 0))], ActorConfig::default(), CancellationToken::new()).await;
+    report.unwrap();
+    let version = |slot: u32| groups.iter().find(|g| g.group.slot == slot).map(|g| g.rollouts[0].weight_version);
+    assert_eq!(version(1), Some(0), "the current task was held up behind the waiting one");
+    assert_eq!(version(0), Some(2));
+}
