@@ -11,6 +11,7 @@
 //!   what it still needs);
 //! - watches the weights: when other weights are announced it stops admitting, lets the batch drain,
 //!   verifies the new weights' checksum and swaps them in, so every rollout comes from one version;
+//!   queued tasks that may not be sampled with the new version go back through admission;
 //!   when it is more than `max_staleness` versions behind it aborts what is in flight (the groups go
 //!   out with finish reason `abort`, which the learner counts and replaces);
 //! - tells the stage it still holds its tasks, so that another actor does not take them over;
@@ -214,6 +215,12 @@ where
                     swapped?;
                     report.weight_versions.push(version);
                     tracing::info!(version, "actor swapped in new weights");
+                    // Queued tasks these weights must not sample go back through admission.
+                    let outside = |id: &str| held.get(&DeliveryId(id.to_string())).is_some_and(|h| !(h.task.min_version..=h.task.max_version).contains(&version));
+                    for id in engine.withdraw_waiting(outside) {
+                        let h = held.remove(&DeliveryId(id)).expect("withdrawn tasks are held");
+                        deferred.push(Delivery { id: h.delivery, message: h.task, attempts: 0 });
+                    }
                 }
                 engine.set_admitting(true);
             }

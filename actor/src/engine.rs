@@ -290,6 +290,20 @@ impl<B: ModelBackend> Engine<B> {
         Ok(())
     }
 
+    /// Takes back the waiting requests (none of their samples started) that `withdraw` picks by id;
+    /// returns their ids. For requests the next weights must not sample.
+    pub fn withdraw_waiting(&mut self, mut withdraw: impl FnMut(&str) -> bool) -> Vec<String> {
+        let mut out = vec![];
+        self.waiting.retain(|w| {
+            let take = withdraw(&w.request.id);
+            if take {
+                out.push(w.request.id.clone());
+            }
+            !take
+        });
+        out
+    }
+
     /// Swaps in new weights after verifying their checksum. Only between batches: the caller drains the
     /// batch first ([`Engine::set_admitting`]).
     pub fn set_weights(&mut self, update: &WeightUpdate) -> Result<(), EngineError> {

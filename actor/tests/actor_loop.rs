@@ -169,3 +169,38 @@ async fn a_task_waiting_for_future_weights_does_not_hold_up_the_others() {
     assert_eq!(version(1), Some(0), "the current task was held up behind the waiting one");
     assert_eq!(version(0), Some(2));
 }
+
+#[tokio::test]
+async fn queued_tasks_are_not_sampled_with_weights_they_do_not_allow() {
+    // Forty tasks for version 0 queue in the engine (two groups run at a time); version 1 arrives
+    // after the first group. The queued tasks must not be sampled with version 1: they are outdated.
+    let (task_tx, task_rx) = queue::<PromptTask>(64);
+    let (group_tx, mut group_rx) = queue::<RolloutGroup>(64);
+    for i in 0..40 {
+        let mut t = task(i, (0, 0));
+        t.sampling.max_new_tokens = 32;
+        task_tx.send(&t).await.unwrap();
+    }
+    drop(task_tx);
+    let weights = InProcessWeights::new();
+    let engine = Engine::new(model(1), 0, EngineConfig { max_batch_rows: 4, ..Default::default() });
+    let actor = tokio::spawn(run_actor(engine, MemoryStage { input: task_rx, output: group_tx }, Arc::new(weights.clone()), decode(), ActorConfig::default(), CancellationToken::new()));
+    let mut groups = vec![];
+    while groups.is_empty() {
+        groups.extend(group_rx.recv(64, Duration::from_millis(10)).await.unwrap().into_iter().map(|d| d.message));
+    }
+    weights.publish(WeightUpdate::new(1, model(2).to_host_weights())).unwrap();
+    let report = actor.await.unwrap().unwrap();
+    while let Ok(batch) = group_rx.recv(64, Duration::from_millis(10)).await {
+        if batch.is_empty() {
+            break;
+        }
+        groups.extend(batch.into_iter().map(|d| d.message));
+    }
+    assert_eq!(report.weight_versions, vec![1]);
+    for g in &groups {
+        assert!(g.rollouts.iter().all(|r| r.weight_version == 0), "group {} was sampled with version {}", g.group, g.rollouts[0].weight_version);
+    }
+    assert!(report.outdated > 0, "no task was queued when the weights changed: the test proves nothing");
+    assert_eq!(report.outdated + groups.len(), 40);
+}

@@ -254,6 +254,32 @@ pub struct ScoredGroup {
     pub verifier: String,
 }
 
+impl ScoredGroup {
+    /// SHA-256 (hex) of everything a learner trains on in this group: per sample its weight version,
+    /// prompt and response tokens, log-probs, temperature, finish reason, reward and correctness. Two
+    /// runs trained alike exactly when their groups' digests agree.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let tokens = |ids: &[u32], h: &mut Sha256| {
+            h.update((ids.len() as u64).to_le_bytes());
+            ids.iter().for_each(|t| h.update(t.to_le_bytes()));
+        };
+        for (r, s) in self.rollouts.rollouts.iter().zip(&self.scores) {
+            h.update(r.weight_version.to_le_bytes());
+            tokens(&r.prompt_token_ids, &mut h);
+            tokens(&r.response_token_ids, &mut h);
+            let bits: Vec<u32> = r.log_probs.iter().map(|x| x.to_bits()).collect();
+            tokens(&bits, &mut h);
+            h.update(r.temperature.to_bits().to_le_bytes());
+            h.update(r.finish_reason.as_str().as_bytes());
+            h.update(s.reward.to_bits().to_le_bytes());
+            h.update([u8::from(s.correct)]);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 impl Message for ScoredGroup {
     const KIND: &'static str = "scored";
     fn validate(&self) -> Result<(), String> {

@@ -303,19 +303,6 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
             return Ok(());
         }
         let samples = &scored.rollouts.rollouts;
-        let sampled_with = samples.iter().map(|s| s.weight_version).max().unwrap_or(0);
-        if let (Some(theirs), Some(ours)) = (&scored.rollouts.weights_checksum, self.published.get(&sampled_with))
-            && theirs != ours
-        {
-            // Version `sampled_with` with other weights than this learner's: redo it with ours.
-            tracing::info!(group = %issued.task.group, version = sampled_with, "a group sampled with other weights under this version; issuing it again");
-            issued.issued_at = Instant::now();
-            let task = issued.task.clone();
-            self.ledger.duplicates += 1;
-            self.ack(&delivery.id).await?;
-            self.prompts.send(&task).await.context("while re-issuing a group")?;
-            return Ok(());
-        }
         if samples.iter().any(|s| s.finish_reason == FinishReason::Abort) {
             // An actor gave up on it (its weights moved on mid-group): the same group again, so the
             // batch keeps its prompts.
@@ -327,6 +314,18 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
             self.ledger.reissued += 1;
             self.ack(&delivery.id).await?;
             self.prompts.send(&task).await.context("while re-issuing an aborted group")?;
+            return Ok(());
+        }
+        let served = matches!(self.weights, WeightSink::Served { .. });
+        if let Some(reason) = other_weights(&issued.task, scored, &self.published, served) {
+            // Not sampled with the weights this task allows, as this learner made them (a previous
+            // incarnation's, a task an actor had queued across a swap): redo it with ours.
+            tracing::info!(group = %issued.task.group, reason, "a group sampled with other weights; issuing it again");
+            issued.issued_at = Instant::now();
+            let task = issued.task.clone();
+            self.ledger.duplicates += 1;
+            self.ack(&delivery.id).await?;
+            self.prompts.send(&task).await.context("while re-issuing a group")?;
             return Ok(());
         }
         issued.done = true;
@@ -370,12 +369,34 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
         }
     }
 
-    /// Writes the groups a step trained on to `trained_groups.jsonl`.
+    /// Writes the groups a step trained on to `trained_groups.jsonl`, each with its content's digest.
     fn log_trained(&mut self, step: usize, kept: &[ScoredGroup]) -> anyhow::Result<()> {
         let groups: Vec<String> = kept.iter().map(|g| g.rollouts.group.to_string()).collect();
-        serde_json::to_writer(&mut self.trained_log, &serde_json::json!({ "step": step, "groups": groups }))?;
+        let digests: Vec<String> = kept.iter().map(ScoredGroup::digest).collect();
+        serde_json::to_writer(&mut self.trained_log, &serde_json::json!({ "step": step, "groups": groups, "digests": digests }))?;
         self.trained_log.write_all(b"\n")?;
         Ok(())
+    }
+}
+
+/// Why a group was not sampled with weights its task allows, as this learner published them
+/// (`published`; `served`: actors over the network, which always name their weights' checksum).
+fn other_weights(task: &PromptTask, scored: &ScoredGroup, published: &std::collections::HashMap<u64, String>, served: bool) -> Option<String> {
+    let samples = &scored.rollouts.rollouts;
+    let (oldest, newest) = samples.iter().fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s.weight_version), hi.max(s.weight_version)));
+    if oldest != newest {
+        return Some(format!("its samples come from versions {oldest} to {newest}"));
+    }
+    if !(task.min_version..=task.max_version).contains(&newest) {
+        return Some(format!("version {newest}, the task allows {}..={}", task.min_version, task.max_version));
+    }
+    match (&scored.rollouts.weights_checksum, published.get(&newest)) {
+        (Some(theirs), Some(ours)) if theirs != ours => Some(format!("other weights than ours under version {newest}")),
+        (Some(_), None) => Some(format!("version {newest}, which this learner has not published")),
+        // The in-process actor knows its first weights by version alone; an actor over the network
+        // always names them.
+        (None, _) if served => Some("no weights checksum".into()),
+        _ => None,
     }
 }
 
@@ -650,4 +671,98 @@ async fn evaluate_weights(
     let mut engine = Engine::new(model, 0, EngineConfig { max_batch_rows: config.rollout.max_batch, ..Default::default() });
     let (h, p, r, params) = (held_out.clone(), prompter.clone(), reward.clone(), params.clone());
     tokio::task::spawn_blocking(move || crate::eval::evaluate(&mut engine, &h, &p, r.as_ref(), &params)).await.context("the evaluation panicked")?
+}
+
+#[cfg(test)]
+mod tests {
+    use rlvr_common::protocol::{RolloutGroup, SampleScore};
+    use rlvr_common::rollout::Rollout;
+
+    use super::*;
+
+    fn task(versions: (u64, u64)) -> PromptTask {
+        PromptTask {
+            group: GroupId { step: 3, slot: 0 },
+            prompt_id: "p".into(),
+            prompt_token_ids: vec![1, 2],
+            sampling: SamplingSpec { temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.0, max_new_tokens: 4, stop_token_ids: vec![], seed: 0, n: 2 },
+            min_version: versions.0,
+            max_version: versions.1,
+            reward: RewardSpec { data_source: String::new(), kind: "math".into(), ground_truth: "1".into() },
+        }
+    }
+
+    fn scored(versions: [u64; 2], checksum: Option<&str>) -> ScoredGroup {
+        let rollout = |i: usize| Rollout {
+            id: format!("3/0/{i}"),
+            prompt_id: "p".into(),
+            group_id: "3/0".into(),
+            sample_index: i as u32,
+            weight_version: versions[i],
+            prompt_token_ids: vec![1, 2],
+            response_token_ids: vec![5],
+            log_probs: vec![-0.5],
+            temperature: 1.0,
+            finish_reason: FinishReason::Stop,
+            timings: Default::default(),
+        };
+        ScoredGroup {
+            rollouts: RolloutGroup {
+                group: GroupId { step: 3, slot: 0 },
+                reward: task((0, 0)).reward,
+                actor: "a".into(),
+                rollouts: vec![rollout(0), rollout(1)],
+                texts: vec!["5".into(), "5".into()],
+                weights_checksum: checksum.map(str::to_string),
+            },
+            scores: vec![SampleScore { reward: 1.0, correct: true, outcome: "correct".into(), detail: String::new() }; 2],
+            verifier: "v".into(),
+        }
+    }
+
+    #[test]
+    fn a_group_is_trained_on_only_if_sampled_with_weights_its_task_allows_as_published() {
+        let published: std::collections::HashMap<u64, String> = [(2, "ours2".to_string()), (3, "ours3".to_string())].into();
+        let other = |versions, checksum, served| other_weights(&task((2, 2)), &scored(versions, checksum), &published, served);
+        assert_eq!(other([2, 2], Some("ours2"), true), None);
+        // Sampled with the next version (a task queued across a swap), or a mix of versions.
+        assert!(other([3, 3], Some("ours3"), true).unwrap().contains("allows 2..=2"));
+        assert!(other([2, 3], Some("ours2"), true).unwrap().contains("from versions 2 to 3"));
+        // The right number, other weights: a previous incarnation's, another run's.
+        assert!(other([2, 2], Some("theirs"), true).unwrap().contains("other weights"));
+        // No checksum: fine from the in-process actor, not from one over the network.
+        assert_eq!(other([2, 2], None, false), None);
+        assert!(other([2, 2], None, true).is_some());
+        // A version this learner never published, though the task allows it.
+        let allows_4 = other_weights(&task((2, 4)), &scored([4, 4], Some("x")), &published, true);
+        assert!(allows_4.unwrap().contains("not published"));
+    }
+
+    #[test]
+    fn digests_see_every_trained_field() {
+        let base = scored([2, 2], Some("ours2"));
+        let mut seen = std::collections::HashSet::new();
+        assert!(seen.insert(base.digest()));
+        let changes: Vec<Box<dyn Fn(&mut ScoredGroup)>> = vec![
+            Box::new(|g| g.rollouts.rollouts[0].weight_version = 7),
+            Box::new(|g| g.rollouts.rollouts[1].response_token_ids.push(9)),
+            Box::new(|g| g.rollouts.rollouts[0].prompt_token_ids[0] = 3),
+            Box::new(|g| g.rollouts.rollouts[0].log_probs[0] = -0.25),
+            Box::new(|g| g.rollouts.rollouts[1].temperature = 0.7),
+            Box::new(|g| g.rollouts.rollouts[1].finish_reason = FinishReason::Length),
+            Box::new(|g| g.scores[1].reward = 0.5),
+            Box::new(|g| g.scores[0].correct = false),
+        ];
+        for change in changes {
+            let mut g = base.clone();
+            change(&mut g);
+            assert!(seen.insert(g.digest()), "a change left the digest as it was");
+        }
+        // What is not trained on (which actor, which verifier, the decoded text) does not count.
+        let mut g = base.clone();
+        g.rollouts.actor = "b".into();
+        g.verifier = "w".into();
+        g.rollouts.texts[0] = "five".into();
+        assert_eq!(g.digest(), base.digest());
+    }
 }

@@ -117,14 +117,47 @@ fn tail(log: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn trained_groups(run_dir: &Path) -> BTreeMap<u64, Vec<String>> {
+/// Per step, the groups trained on with their content digests.
+fn trained_groups(run_dir: &Path) -> BTreeMap<u64, Vec<(String, String)>> {
     let mut out = BTreeMap::new();
     for line in std::fs::read_to_string(run_dir.join("trained_groups.jsonl")).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let groups = v["groups"].as_array().unwrap().iter().map(|g| g.as_str().unwrap().to_string()).collect();
+        let strings = |key: &str| v[key].as_array().unwrap().iter().map(|g| g.as_str().unwrap().to_string()).collect::<Vec<_>>();
+        let groups = strings("groups").into_iter().zip(strings("digests")).collect();
         assert!(out.insert(v["step"].as_u64().unwrap(), groups).is_none(), "step {} recorded twice: {line}", v["step"]);
     }
     out
+}
+
+/// The first step at which two runs trained on other groups, or on other contents under the same ids.
+fn first_difference(got: &BTreeMap<u64, Vec<(String, String)>>, want: &BTreeMap<u64, Vec<(String, String)>>) -> Option<String> {
+    for (step, w) in want {
+        let g = got.get(step).map(Vec::as_slice).unwrap_or_default();
+        if g != w.as_slice() {
+            let ids = |v: &[(String, String)]| v.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+            let detail = if ids(g) != ids(w) {
+                format!("groups {:?}, want {:?}", ids(g), ids(w))
+            } else {
+                let (id, _) = g.iter().zip(w).find(|(a, b)| a != b).expect("some pair differs").0;
+                format!("group {id} has other contents (tokens, log-probs or rewards)")
+            };
+            return Some(format!("step {step}: {detail}"));
+        }
+    }
+    (got.len() != want.len()).then(|| format!("{} steps recorded, want {}", got.len(), want.len()))
+}
+
+/// The first step whose training statistics (loss, KL, grad norm, …) differ between two runs.
+fn first_other_update(got: &Path, want: &Path) -> String {
+    let stats = |dir: &Path| -> BTreeMap<u64, serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).map(|v| (v["step"].as_u64().unwrap_or(0), v["train"].clone())).collect()
+    };
+    let (got, want) = (stats(got), stats(want));
+    match want.iter().find(|(step, w)| got.get(step) != Some(w)) {
+        Some((step, w)) => format!("the first update that differs is step {step}: {} vs the embedded run's {w}", got.get(step).map_or("nothing".into(), |g| g.to_string())),
+        None => "every recorded step's statistics agree".into(),
+    }
 }
 
 fn max_difference(a: &Path, b: &Path) -> f32 {
@@ -245,15 +278,17 @@ fn killed_processes_and_a_redis_restart_lose_nothing_and_change_nothing() {
     for name in ["clean", "faulty"] {
         let run_dir = tmp.as_path().join(name);
         let got = trained_groups(&run_dir);
-        assert_eq!(got, want, "{name}: the groups trained per step differ from the embedded run's");
+        if let Some(difference) = first_difference(&got, &want) {
+            panic!("{name}: the run trained on other data than the embedded run: {difference}");
+        }
         for (step, groups) in &got {
-            let unique: BTreeSet<_> = groups.iter().collect();
+            let unique: BTreeSet<_> = groups.iter().map(|(id, _)| id).collect();
             assert_eq!(unique.len(), groups.len(), "{name}: a group trained twice at step {step}");
         }
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
         assert_eq!(summary["steps"], STEPS, "{name}");
         let diff = max_difference(&config.runtime.run_dir.join(format!("checkpoints/step-{STEPS}")), &run_dir.join(format!("checkpoints/step-{STEPS}")));
-        assert_eq!(diff, 0.0, "{name}: final weights differ from the embedded run's by up to {diff}");
+        assert_eq!(diff, 0.0, "{name}: final weights differ from the embedded run's by up to {diff}; {}", first_other_update(&run_dir, &config.runtime.run_dir));
     }
     let moved = max_difference(&config.model.path, &config.runtime.run_dir.join(format!("checkpoints/step-{STEPS}")));
     assert!(moved > 0.0, "the run changed no weight: equal final weights would prove nothing");
