@@ -11,6 +11,14 @@
 //! | 200 | `answer … X` |
 //! | 300 | any LaTeX environment or number (when `without_anchor`) |
 //!
+//! Several boxes: the last one is the answer, as verl's `last_boxed_only_string` reads it ("I got
+//! `\boxed{12}` at first; rechecking, it is `\boxed{14}`" answers 14). Boxes right next to each other
+//! or joined by a conjunction (`\boxed{1}, \boxed{2}`, `\boxed{1} and \boxed{2}`) are one answer in
+//! parts, as math-verify reads them, unless the words between revise the answer (`no`, `wait`,
+//! `actually`, `so`, `is`, …). math-verify joins the revising case too and scores it as the set
+//! {12, 14}; verl never joins. rlvr differs from math-verify there because a reward must not punish a
+//! response for correcting itself, and from verl because `\boxed{1}, \boxed{2}` is one answer.
+//!
 //! Everything here is linear in the input: brace matching is one stack pass, the regexes are the
 //! `regex` crate's (no backtracking).
 
@@ -93,7 +101,15 @@ static PERCENT_SUFFIX: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\s*(?:\\?%|[Pp]ercentage|[Pp]ercent|[Pp]ct)").expect("static regex"));
 static JOINER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\s*(?:,?and|,?or|,)\s*").expect("static regex"));
-static SEPARATOR_WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(?:and|or)\b|,|;").expect("static regex"));
+/// A conjunction between two boxes: they may be one answer in parts (`\boxed{1} and \boxed{2}`).
+static CONJUNCTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(?:and|or)\b|[,;]").expect("static regex"));
+
+/// Words of a response that revises itself between two boxes (`I got \boxed{12} at first;
+/// rechecking, it is \boxed{14}`): then the last box is the answer.
+static REVISION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:wait|actually|rather|instead|correct\w*|mistake\w*|wrong|re-?check\w*|recalculat\w*|recomput\w*|no|not|but|so|therefore|thus|hence|then|final\w*|answer\w*|is|was|should|really|oops|hmm|first|sorry)\b")
+        .expect("static regex")
+});
 
 /// A LaTeX environment found in the text.
 #[derive(Debug, Clone)]
@@ -289,12 +305,12 @@ fn last_box_group<'t>(text: &'t str, boxes: &[Boxed]) -> Option<(usize, usize, V
             continue;
         }
         let content = text[bx.content.0..bx.content.1].trim();
+        // Boxes close together, or joined by a conjunction, are one answer in several parts (as
+        // math-verify reads them), unless the words between revise the answer ("I got \boxed{12} at
+        // first; rechecking, it is \boxed{14}"): then the last box is the answer, as verl reads it.
         let between = &text[bx.end..next_start];
-        let close = between.chars().count() < 10;
-        let separated = content != parts[parts.len() - 1]
-            && between.chars().count() < 70
-            && SEPARATOR_WORD.is_match(between);
-        if !(close || separated) {
+        let joined = between.chars().count() < 10 || (between.chars().count() < 70 && CONJUNCTION.is_match(between));
+        if !joined || REVISION.is_match(between) {
             break;
         }
         if parts[parts.len() - 1] != content {
@@ -479,27 +495,15 @@ fn floor_char(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Extract the contents of the boxes in a LaTeX piece, all of them joined by `,` (an environment that
+/// Extract the contents of the last box group in a LaTeX piece, joined by `,` (an environment that
 /// holds `\boxed{1}, \boxed{2}` answers both); the piece itself if it has none.
 pub fn unbox(piece: &str) -> String {
     let partner = brace_partners(piece.as_bytes());
     let boxes = find_boxes(piece, &partner);
-    if boxes.is_empty() {
-        return piece.to_string();
+    match last_box_group(piece, &boxes) {
+        Some((_, _, parts)) => parts.join(","),
+        None => piece.to_string(),
     }
-    let mut parts: Vec<&str> = Vec::new();
-    let mut last_end = 0;
-    for b in &boxes {
-        if b.start < last_end {
-            continue;
-        }
-        let c = piece[b.content.0..b.content.1].trim();
-        if parts.last() != Some(&c) {
-            parts.push(c);
-        }
-        last_end = b.end;
-    }
-    parts.join(",")
 }
 
 #[cfg(test)]
@@ -534,5 +538,21 @@ mod tests {
     fn unboxing() {
         assert_eq!(unbox("x = \\boxed{3}"), "3");
         assert_eq!(unbox("\\boxed{1}, \\boxed{2}"), "1,2");
+        assert_eq!(unbox("\\boxed{12} at first; rechecking, it is \\boxed{14}"), "14");
+    }
+
+    #[test]
+    fn the_last_box_is_the_answer_unless_only_separators_join_them() {
+        let text = |c: Candidate| c.pieces.iter().map(|p| match p { Piece::Latex { text, .. } | Piece::Number { text, .. } | Piece::Arith(text) => text.clone() }).collect::<Vec<_>>();
+        for (response, want) in [
+            ("I got \\boxed{12} at first; rechecking, it is \\boxed{14}.", vec!["14"]),
+            ("\\boxed{12}. So \\boxed{14}", vec!["14"]),
+            ("\\boxed{12} no, \\boxed{14}", vec!["14"]),
+            ("\\boxed{1}, \\boxed{2}", vec!["1", "2"]),
+            ("$\\boxed{1}$ and $\\boxed{2}$", vec!["1", "2"]),
+            ("\\boxed{1} \\text{ or } \\boxed{-1}", vec!["1", "-1"]),
+        ] {
+            assert_eq!(text(first(response).unwrap()), want, "{response}");
+        }
     }
 }

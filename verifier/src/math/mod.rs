@@ -268,6 +268,10 @@ mod tests {
         assert!(ok("so she pays 18 dollars.\n#### 18", "18"));
         assert!(ok("Thus $x = \\boxed{3 \\pm 2\\sqrt{2}}$", "3 \\pm 2 \\sqrt{2}"));
         assert!(!ok("\\boxed{5}", "6"));
+        // Several boxes: the last one, unless only separators join them into one answer.
+        assert!(ok("I got \\boxed{12} at first; rechecking, it is \\boxed{14}.", "14"));
+        assert!(!ok("I got \\boxed{12} at first; rechecking, it is \\boxed{14}.", "12"));
+        assert!(ok("\\boxed{1}, \\boxed{2}", "\\{1, 2\\}"));
         assert_eq!(verify("no numbers here", "6", &MathConfig::default()).outcome, Outcome::NoAnswer);
     }
 }
