@@ -15,9 +15,10 @@
 //! `\boxed{12}` at first; rechecking, it is `\boxed{14}`" answers 14). Boxes right next to each other
 //! or joined by a conjunction (`\boxed{1}, \boxed{2}`, `\boxed{1} and \boxed{2}`) are one answer in
 //! parts, as math-verify reads them, unless the words between revise the answer (`no`, `wait`,
-//! `actually`, `so`, `is`, …). math-verify joins the revising case too and scores it as the set
-//! {12, 14}; verl never joins. rlvr differs from math-verify there because a reward must not punish a
-//! response for correcting itself, and from verl because `\boxed{1}, \boxed{2}` is one answer.
+//! `actually`, `so`, `is`, …). math-verify's own cases join boxes with words between them
+//! (`\boxed{1} papers and \boxed{2} bins` is {1, 2}); rlvr does too, but not across words that revise
+//! the answer, because a reward must not punish a response for correcting itself. verl never joins;
+//! rlvr does, because `\boxed{1}, \boxed{2}` is one answer in two parts.
 //!
 //! Everything here is linear in the input: brace matching is one stack pass, the regexes are the
 //! `regex` crate's (no backtracking).
