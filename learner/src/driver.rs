@@ -743,15 +743,15 @@ mod tests {
         let base = scored([2, 2], Some("ours2"));
         let mut seen = std::collections::HashSet::new();
         assert!(seen.insert(base.digest()));
-        let changes: Vec<Box<dyn Fn(&mut ScoredGroup)>> = vec![
-            Box::new(|g| g.rollouts.rollouts[0].weight_version = 7),
-            Box::new(|g| g.rollouts.rollouts[1].response_token_ids.push(9)),
-            Box::new(|g| g.rollouts.rollouts[0].prompt_token_ids[0] = 3),
-            Box::new(|g| g.rollouts.rollouts[0].log_probs[0] = -0.25),
-            Box::new(|g| g.rollouts.rollouts[1].temperature = 0.7),
-            Box::new(|g| g.rollouts.rollouts[1].finish_reason = FinishReason::Length),
-            Box::new(|g| g.scores[1].reward = 0.5),
-            Box::new(|g| g.scores[0].correct = false),
+        let changes: [fn(&mut ScoredGroup); 8] = [
+            |g| g.rollouts.rollouts[0].weight_version = 7,
+            |g| g.rollouts.rollouts[1].response_token_ids.push(9),
+            |g| g.rollouts.rollouts[0].prompt_token_ids[0] = 3,
+            |g| g.rollouts.rollouts[0].log_probs[0] = -0.25,
+            |g| g.rollouts.rollouts[1].temperature = 0.7,
+            |g| g.rollouts.rollouts[1].finish_reason = FinishReason::Length,
+            |g| g.scores[1].reward = 0.5,
+            |g| g.scores[0].correct = false,
         ];
         for change in changes {
             let mut g = base.clone();
