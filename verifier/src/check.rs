@@ -5,7 +5,8 @@
 //! Request: `{"kind": "math"|"truth"|"code", "response": "…", "ground_truth": "…" | ["…", …] | {…},
 //! "settings": {…}, "shaping": {…}, "response_tokens": n, "id": …}`; `settings` are the
 //! [`MathConfig`], [`TruthConfig`] or [`CodeConfig`] fields, `shaping` the [`ShapingConfig`] fields.
-//! A code ground truth is an object (or a string holding one), see [`crate::code`].
+//! A code ground truth is an object (or a string holding one), see [`crate::code`]. What a request may
+//! not choose is the verifier's [`Policy`]: the judge, and upper bounds of the code limits.
 
 use std::io::{BufRead, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::code::{self, CodeConfig};
 use crate::math::{self, MathConfig};
 use crate::shaping::{self, ShapingConfig};
-use crate::truth::{self, TruthConfig};
+use crate::truth::{self, JudgeConfig, TruthConfig};
 use crate::verdict::{ErrorKind, Verdict, VerifierError};
 
 /// Longest request line accepted (bytes); longer lines get a `too_large` error verdict.
@@ -84,8 +85,38 @@ fn settings<T: for<'de> Deserialize<'de> + Default>(v: &Option<serde_json::Value
     }
 }
 
-/// Score one request. Never panics outward: a panic inside becomes an error verdict.
+/// The verifier's own settings: what a request may not choose. The judge (its URL, model and the
+/// environment variable of its API key) is the verifier's alone; a request's code limits may lower
+/// these, never raise them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    pub judge: Option<JudgeConfig>,
+    /// Upper bounds of a request's `timeout_ms_per_test`, `max_run_ms`, `fuel` and `output_bytes`.
+    pub code_limits: CodeConfig,
+}
+
+impl Policy {
+    /// `cfg` with its limits no higher than the policy's.
+    pub fn limit(&self, mut cfg: CodeConfig) -> CodeConfig {
+        let cap = &self.code_limits;
+        cfg.timeout_ms_per_test = cfg.timeout_ms_per_test.min(cap.timeout_ms_per_test);
+        cfg.max_run_ms = cfg.max_run_ms.min(cap.max_run_ms);
+        cfg.output_bytes = cfg.output_bytes.min(cap.output_bytes);
+        cfg.fuel = match (cfg.fuel, cap.fuel) {
+            (Some(asked), Some(cap)) => Some(asked.min(cap)),
+            (asked, cap) => asked.or(cap),
+        };
+        cfg
+    }
+}
+
+/// Score one request under the default [`Policy`] (no judge, the default code limits).
 pub fn score(req: &CheckRequest) -> Verdict {
+    score_with(req, &Policy::default())
+}
+
+/// Score one request under `policy`. Never panics outward: a panic inside becomes an error verdict.
+pub fn score_with(req: &CheckRequest, policy: &Policy) -> Verdict {
     let run = || -> Verdict {
         let verdict = match req.kind {
             TaskKind::Math => {
@@ -108,10 +139,17 @@ pub fn score(req: &CheckRequest) -> Verdict {
                 best.unwrap_or_else(|| Verdict::error(ErrorKind::BadGroundTruth, "empty ground truth"))
             }
             TaskKind::Truth => {
-                let cfg: TruthConfig = match settings(&req.settings) {
+                if req.settings.as_ref().and_then(|s| s.get("judge")).is_some_and(|j| !j.is_null()) {
+                    return Verdict::error(
+                        ErrorKind::BadRequest,
+                        "a request may not choose the judge: it is the verifier's setting (rlvr-verifier check --judge-url)",
+                    );
+                }
+                let mut cfg: TruthConfig = match settings(&req.settings) {
                     Ok(c) => c,
                     Err(e) => return Verdict::error(ErrorKind::BadRequest, e),
                 };
+                cfg.judge = policy.judge.clone();
                 truth::verify_with_judge(&req.response, &req.ground_truth.answers(), &cfg, None, req.question.as_deref())
             }
             TaskKind::Code => {
@@ -119,7 +157,7 @@ pub fn score(req: &CheckRequest) -> Verdict {
                     Ok(c) => c,
                     Err(e) => return Verdict::error(ErrorKind::BadRequest, e),
                 };
-                code::verify(&req.response, &req.ground_truth.to_value(), &cfg)
+                code::verify(&req.response, &req.ground_truth.to_value(), &policy.limit(cfg))
             }
         };
         match &req.shaping {
@@ -131,10 +169,10 @@ pub fn score(req: &CheckRequest) -> Verdict {
         .unwrap_or_else(|_| Verdict::error(ErrorKind::BadRequest, "internal error while scoring (a bug; please report)"))
 }
 
-/// Score one input line, adding `"elapsed_us"` (for benchmarks).
-pub fn check_line_timed(line: &str) -> serde_json::Value {
+/// Score one input line under `policy`, adding `"elapsed_us"` (for benchmarks).
+pub fn check_line_timed(line: &str, policy: &Policy) -> serde_json::Value {
     let t = std::time::Instant::now();
-    let mut v = check_line(line);
+    let mut v = check_line_with(line, policy);
     let us = t.elapsed().as_micros() as u64;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("elapsed_us".into(), serde_json::json!(us));
@@ -142,8 +180,13 @@ pub fn check_line_timed(line: &str) -> serde_json::Value {
     v
 }
 
-/// Score one input line (JSON) into one output object.
+/// Score one input line (JSON) into one output object, under the default [`Policy`].
 pub fn check_line(line: &str) -> serde_json::Value {
+    check_line_with(line, &Policy::default())
+}
+
+/// Score one input line (JSON) into one output object, under `policy`.
+pub fn check_line_with(line: &str, policy: &Policy) -> serde_json::Value {
     if line.len() > MAX_LINE_BYTES {
         return Verdict::error(ErrorKind::TooLarge, format!("line longer than {MAX_LINE_BYTES} bytes")).to_json();
     }
@@ -153,7 +196,7 @@ pub fn check_line(line: &str) -> serde_json::Value {
     };
     let id = value.get("id").cloned();
     let mut out = match serde_json::from_value::<CheckRequest>(value) {
-        Ok(req) => score(&req).to_json(),
+        Ok(req) => score_with(&req, policy).to_json(),
         Err(e) => Verdict::error(ErrorKind::BadRequest, format!("invalid request: {e}")).to_json(),
     };
     if let (Some(id), Some(obj)) = (id, out.as_object_mut()) {
@@ -171,11 +214,11 @@ pub struct CheckStats {
 
 /// Read JSONL from `input`, write one verdict per line to `output`, in order.
 pub fn run_check(input: impl BufRead, output: impl Write) -> Result<CheckStats, VerifierError> {
-    run_check_with(input, output, false)
+    run_check_with(input, output, false, &Policy::default())
 }
 
-/// As [`run_check`]; with `timings`, each output line also carries `elapsed_us`.
-pub fn run_check_with(input: impl BufRead, mut output: impl Write, timings: bool) -> Result<CheckStats, VerifierError> {
+/// As [`run_check`], under `policy`; with `timings`, each output line also carries `elapsed_us`.
+pub fn run_check_with(input: impl BufRead, mut output: impl Write, timings: bool, policy: &Policy) -> Result<CheckStats, VerifierError> {
     let mut stats = CheckStats::default();
     let mut lines = input.lines();
     loop {
@@ -192,9 +235,9 @@ pub fn run_check_with(input: impl BufRead, mut output: impl Write, timings: bool
                 if l.trim().is_empty() {
                     None
                 } else if timings {
-                    Some(check_line_timed(l))
+                    Some(check_line_timed(l, policy))
                 } else {
-                    Some(check_line(l))
+                    Some(check_line_with(l, policy))
                 }
             })
             .flatten()
@@ -215,6 +258,31 @@ pub fn run_check_with(input: impl BufRead, mut output: impl Write, timings: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_may_not_choose_the_judge() {
+        let line = r#"{"kind":"truth","response":"Paris","ground_truth":["Paris"],"settings":{"judge":{"url":"http://198.51.100.7/v1","api_key_env":"HOME"}}}"#;
+        let v = check_line(line);
+        assert_eq!(v["outcome"], "error", "{v}");
+        assert!(v["details"].to_string().contains("may not choose the judge"), "{v}");
+        // Without one, the request is scored; the policy's judge is the only judge.
+        let v = check_line(r#"{"kind":"truth","response":"Paris","ground_truth":["Paris"],"settings":{"judge":null}}"#);
+        assert_eq!(v["outcome"], "correct", "{v}");
+    }
+
+    #[test]
+    fn a_request_may_only_lower_the_code_limits() {
+        let policy = Policy { judge: None, code_limits: CodeConfig { timeout_ms_per_test: 2_000, max_run_ms: 5_000, fuel: Some(1_000), output_bytes: 4096, ..Default::default() } };
+        let asked = CodeConfig { timeout_ms_per_test: u64::MAX, max_run_ms: 1 << 40, fuel: None, output_bytes: usize::MAX, ..Default::default() };
+        let got = policy.limit(asked);
+        assert_eq!((got.timeout_ms_per_test, got.max_run_ms, got.fuel, got.output_bytes), (2_000, 5_000, Some(1_000), 4096));
+        let lower = CodeConfig { timeout_ms_per_test: 10, max_run_ms: 20, fuel: Some(5), output_bytes: 7, ..Default::default() };
+        let got = policy.limit(lower.clone());
+        assert_eq!(got, lower);
+        // The default policy caps at the defaults.
+        let got = Policy::default().limit(CodeConfig { max_run_ms: u64::MAX, ..Default::default() });
+        assert_eq!(got.max_run_ms, CodeConfig::default().max_run_ms);
+    }
 
     #[test]
     fn lines_in_order_with_errors_inline() {

@@ -29,6 +29,8 @@ enum Command {
         timings: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Join a distributed run: score its rollout groups from Redis until the run stops (SIGTERM:
     /// finish the batch in hand, then exit).
@@ -68,6 +70,43 @@ struct SandboxArgs {
     sandbox_fuel: bool,
 }
 
+/// What a request may not choose: the truthfulness judge, and the most time and output a code check
+/// may take (a request's settings may only lower these).
+#[derive(clap::Args, Debug)]
+struct PolicyArgs {
+    /// The truthfulness judge: an OpenAI-compatible endpoint (`http://host:port/v1`); none by default.
+    #[arg(long, env = "RLVR_JUDGE_URL")]
+    judge_url: Option<String>,
+    /// The judge's model name.
+    #[arg(long, env = "RLVR_JUDGE_MODEL", default_value = "judge")]
+    judge_model: String,
+    /// The environment variable holding the judge's API key (sent as a bearer token).
+    #[arg(long, env = "RLVR_JUDGE_API_KEY_ENV")]
+    judge_api_key_env: Option<String>,
+    /// The judge's deadline, ms.
+    #[arg(long, default_value_t = 30_000)]
+    judge_timeout_ms: u64,
+    /// The most wall-clock time per test a request may set, ms.
+    #[arg(long, default_value_t = rlvr_verifier::code::CodeConfig::default().timeout_ms_per_test)]
+    max_test_ms: u64,
+    /// The most wall-clock time of one sandboxed run a request may set, ms.
+    #[arg(long, default_value_t = rlvr_verifier::code::CodeConfig::default().max_run_ms)]
+    max_run_ms: u64,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> rlvr_verifier::check::Policy {
+        let judge = self.judge_url.clone().map(|url| rlvr_verifier::truth::JudgeConfig {
+            url,
+            model: self.judge_model.clone(),
+            api_key_env: self.judge_api_key_env.clone(),
+            timeout_ms: self.judge_timeout_ms,
+        });
+        let code_limits = rlvr_verifier::code::CodeConfig { timeout_ms_per_test: self.max_test_ms, max_run_ms: self.max_run_ms, ..Default::default() };
+        rlvr_verifier::check::Policy { judge, code_limits }
+    }
+}
+
 impl SandboxArgs {
     fn config(&self) -> rlvr_verifier::code::SandboxConfig {
         let runtime = self.sandbox_runtime.clone().unwrap_or_else(rlvr_verifier::code::default_runtime_path);
@@ -100,7 +139,7 @@ fn main() -> anyhow::Result<()> {
             })?;
             eprintln!("rlvr-verifier: scored {} groups ({} samples)", report.groups, report.samples);
         }
-        Command::Check { threads, timings, sandbox } => {
+        Command::Check { threads, timings, sandbox, policy } => {
             rlvr_verifier::code::configure_shared(sandbox.config());
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
@@ -110,7 +149,7 @@ fn main() -> anyhow::Result<()> {
             }
             let stdin = BufReader::new(std::io::stdin().lock());
             let stdout = BufWriter::new(std::io::stdout().lock());
-            let stats = rlvr_verifier::check::run_check_with(stdin, stdout, timings).context("while checking")?;
+            let stats = rlvr_verifier::check::run_check_with(stdin, stdout, timings, &policy.policy()).context("while checking")?;
             eprintln!("rlvr-verifier: {} lines, {} errors", stats.lines, stats.errors);
         }
     }

@@ -67,7 +67,8 @@ pub struct TruthConfig {
     pub abstention_patterns: Vec<String>,
     /// An answer that is itself an abstention (e.g. the prompt asked for "I don't know" when unsure).
     pub abstention_answer: Option<String>,
-    /// Ask a judge when string matching finds no match (off by default).
+    /// Ask a judge when string matching finds no match (off by default). `rlvr-verifier check` takes it
+    /// from its own flags ([`crate::check::Policy`]) and refuses a request that names one.
     pub judge: Option<JudgeConfig>,
 }
 
