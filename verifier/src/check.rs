@@ -220,24 +220,27 @@ pub fn run_check(input: impl BufRead, output: impl Write) -> Result<CheckStats, 
 /// As [`run_check`], under `policy`; with `timings`, each output line also carries `elapsed_us`.
 pub fn run_check_with(input: impl BufRead, mut output: impl Write, timings: bool, policy: &Policy) -> Result<CheckStats, VerifierError> {
     let mut stats = CheckStats::default();
-    let mut lines = input.lines();
+    let mut input = input;
     loop {
         let mut batch = Vec::with_capacity(BATCH);
-        for line in lines.by_ref().take(BATCH) {
-            batch.push(line.map_err(VerifierError::Input)?);
+        while batch.len() < BATCH {
+            match read_line(&mut input, MAX_LINE_BYTES).map_err(VerifierError::Input)? {
+                Some(line) => batch.push(line),
+                None => break,
+            }
         }
         if batch.is_empty() {
             break;
         }
         let results: Vec<serde_json::Value> = batch
             .par_iter()
-            .map(|l| {
-                if l.trim().is_empty() {
-                    None
-                } else if timings {
-                    Some(check_line_timed(l, policy))
-                } else {
-                    Some(check_line_with(l, policy))
+            .map(|line| match line {
+                Line::Text(l) if l.trim().is_empty() => None,
+                Line::Text(l) if timings => Some(check_line_timed(l, policy)),
+                Line::Text(l) => Some(check_line_with(l, policy)),
+                Line::NotUtf8(at) => Some(Verdict::error(ErrorKind::BadRequest, format!("the line is not UTF-8 (at byte {at})")).to_json()),
+                Line::TooLong(n) => {
+                    Some(Verdict::error(ErrorKind::TooLarge, format!("a line of {n} bytes, longer than {MAX_LINE_BYTES}")).to_json())
                 }
             })
             .flatten()
@@ -255,9 +258,84 @@ pub fn run_check_with(input: impl BufRead, mut output: impl Write, timings: bool
     Ok(stats)
 }
 
+/// One input line as read: its text, or why it cannot be scored.
+enum Line {
+    Text(String),
+    /// Not UTF-8 (valid up to this byte).
+    NotUtf8(usize),
+    /// Longer than the cap (its length in bytes).
+    TooLong(u64),
+}
+
+/// Reads the next line (without its `\n` or `\r\n`), keeping at most `cap` bytes of it in memory: the
+/// rest of a longer line is read and dropped. `None` at the end of the input.
+fn read_line(input: &mut impl BufRead, cap: usize) -> std::io::Result<Option<Line>> {
+    let (mut kept, mut len, mut any) = (Vec::new(), 0u64, false);
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        any = true;
+        let end = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..end.unwrap_or(buf.len())];
+        len += chunk.len() as u64;
+        let room = (cap + 1).saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let consumed = end.map_or(buf.len(), |i| i + 1);
+        input.consume(consumed);
+        if end.is_some() {
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    if len > cap as u64 {
+        return Ok(Some(Line::TooLong(len)));
+    }
+    if kept.last() == Some(&b'\r') {
+        kept.pop();
+    }
+    Ok(Some(match String::from_utf8(kept) {
+        Ok(text) => Line::Text(text),
+        Err(e) => Line::NotUtf8(e.utf8_error().valid_up_to()),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_that_is_not_utf8_or_too_long_gets_an_error_verdict_and_the_rest_are_scored() {
+        let mut input = b"{\"kind\":\"math\",\"response\":\"\\\\boxed{4}\",\"ground_truth\":\"4\"}\n".to_vec();
+        input.extend_from_slice(b"{\"kind\":\"math\",\"response\":\"\xff\xfe\",\"ground_truth\":\"4\"}\n");
+        input.extend(std::iter::repeat_n(b'a', MAX_LINE_BYTES + 10));
+        input.extend_from_slice(b"\r\n{\"kind\":\"math\",\"response\":\"\\\\boxed{5}\",\"ground_truth\":\"4\"}\r\n");
+        let mut out = Vec::new();
+        let stats = run_check(&input[..], &mut out).unwrap();
+        let verdicts: Vec<serde_json::Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(stats.lines, 4);
+        let outcomes: Vec<&str> = verdicts.iter().map(|v| v["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["correct", "error", "error", "incorrect"], "{verdicts:?}");
+        assert!(verdicts[1].to_string().contains("not UTF-8"), "{}", verdicts[1]);
+        assert!(verdicts[2].to_string().contains("longer than"), "{}", verdicts[2]);
+    }
+
+    #[test]
+    fn long_lines_are_capped_while_reading() {
+        let mut input = vec![b'x'; 1000];
+        input.extend_from_slice(b"\nok");
+        let mut reader = std::io::BufReader::with_capacity(64, &input[..]);
+        assert!(matches!(read_line(&mut reader, 100).unwrap(), Some(Line::TooLong(1000))));
+        assert!(matches!(read_line(&mut reader, 100).unwrap(), Some(Line::Text(t)) if t == "ok"));
+        assert!(read_line(&mut reader, 100).unwrap().is_none());
+    }
 
     #[test]
     fn a_request_may_not_choose_the_judge() {
