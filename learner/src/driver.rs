@@ -309,24 +309,16 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
             tracing::info!(group = %issued.task.group, "an aborted group; issuing it again");
             issued.task.min_version = min_version;
             issued.task.max_version = max_version;
-            issued.issued_at = Instant::now();
-            let task = issued.task.clone();
             self.ledger.reissued += 1;
-            self.ack(&delivery.id).await?;
-            self.prompts.send(&task).await.context("while re-issuing an aborted group")?;
-            return Ok(());
+            return self.redo(group.slot, &delivery.id).await;
         }
         let served = matches!(self.weights, WeightSink::Served { .. });
         if let Some(reason) = other_weights(&issued.task, scored, &self.published, served) {
             // Not sampled with the weights this task allows, as this learner made them (a previous
             // incarnation's, a task an actor had queued across a swap): redo it with ours.
             tracing::info!(group = %issued.task.group, reason, "a group sampled with other weights; issuing it again");
-            issued.issued_at = Instant::now();
-            let task = issued.task.clone();
             self.ledger.duplicates += 1;
-            self.ack(&delivery.id).await?;
-            self.prompts.send(&task).await.context("while re-issuing a group")?;
-            return Ok(());
+            return self.redo(group.slot, &delivery.id).await;
         }
         issued.done = true;
         self.unacked.push(delivery.id.clone());
@@ -341,6 +333,15 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
             c.kept.push(delivery.message);
         }
         Ok(())
+    }
+
+    /// Acknowledges a result not trained on and issues its group (slot `slot` of the step) again.
+    async fn redo(&mut self, slot: u32, result: &DeliveryId) -> anyhow::Result<()> {
+        let issued = self.batch.issued.get_mut(&slot).context("re-issuing a group never issued")?;
+        issued.issued_at = Instant::now();
+        let task = issued.task.clone();
+        self.ack(result).await?;
+        self.prompts.send(&task).await.context("while re-issuing a group")
     }
 
     async fn ack(&mut self, id: &DeliveryId) -> anyhow::Result<()> {
