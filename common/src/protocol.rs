@@ -269,8 +269,8 @@ impl ScoredGroup {
             h.update(r.weight_version.to_le_bytes());
             tokens(&r.prompt_token_ids, &mut h);
             tokens(&r.response_token_ids, &mut h);
-            let bits: Vec<u32> = r.log_probs.iter().map(|x| x.to_bits()).collect();
-            tokens(&bits, &mut h);
+            h.update((r.log_probs.len() as u64).to_le_bytes());
+            r.log_probs.iter().for_each(|x| h.update(x.to_bits().to_le_bytes()));
             h.update(r.temperature.to_bits().to_le_bytes());
             h.update(r.finish_reason.as_str().as_bytes());
             h.update(s.reward.to_bits().to_le_bytes());

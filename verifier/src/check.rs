@@ -91,8 +91,24 @@ fn settings<T: for<'de> Deserialize<'de> + Default>(v: &Option<serde_json::Value
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     pub judge: Option<JudgeConfig>,
-    /// Upper bounds of a request's `timeout_ms_per_test`, `max_run_ms`, `fuel` and `output_bytes`.
-    pub code_limits: CodeConfig,
+    pub code_limits: CodeLimits,
+}
+
+/// Upper bounds of a code request's limits (the [`CodeConfig`] fields of the same names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeLimits {
+    pub timeout_ms_per_test: u64,
+    pub max_run_ms: u64,
+    pub fuel: Option<u64>,
+    pub output_bytes: usize,
+}
+
+impl Default for CodeLimits {
+    /// [`CodeConfig`]'s defaults.
+    fn default() -> Self {
+        let d = CodeConfig::default();
+        Self { timeout_ms_per_test: d.timeout_ms_per_test, max_run_ms: d.max_run_ms, fuel: d.fuel, output_bytes: d.output_bytes }
+    }
 }
 
 impl Policy {
@@ -218,9 +234,8 @@ pub fn run_check(input: impl BufRead, output: impl Write) -> Result<CheckStats, 
 }
 
 /// As [`run_check`], under `policy`; with `timings`, each output line also carries `elapsed_us`.
-pub fn run_check_with(input: impl BufRead, mut output: impl Write, timings: bool, policy: &Policy) -> Result<CheckStats, VerifierError> {
+pub fn run_check_with(mut input: impl BufRead, mut output: impl Write, timings: bool, policy: &Policy) -> Result<CheckStats, VerifierError> {
     let mut stats = CheckStats::default();
-    let mut input = input;
     loop {
         let mut batch = Vec::with_capacity(BATCH);
         while batch.len() < BATCH {
@@ -350,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_request_may_only_lower_the_code_limits() {
-        let policy = Policy { judge: None, code_limits: CodeConfig { timeout_ms_per_test: 2_000, max_run_ms: 5_000, fuel: Some(1_000), output_bytes: 4096, ..Default::default() } };
+        let policy = Policy { judge: None, code_limits: CodeLimits { timeout_ms_per_test: 2_000, max_run_ms: 5_000, fuel: Some(1_000), output_bytes: 4096 } };
         let asked = CodeConfig { timeout_ms_per_test: u64::MAX, max_run_ms: 1 << 40, fuel: None, output_bytes: usize::MAX, ..Default::default() };
         let got = policy.limit(asked);
         assert_eq!((got.timeout_ms_per_test, got.max_run_ms, got.fuel, got.output_bytes), (2_000, 5_000, Some(1_000), 4096));

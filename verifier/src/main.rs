@@ -102,7 +102,7 @@ impl PolicyArgs {
             api_key_env: self.judge_api_key_env.clone(),
             timeout_ms: self.judge_timeout_ms,
         });
-        let code_limits = rlvr_verifier::code::CodeConfig { timeout_ms_per_test: self.max_test_ms, max_run_ms: self.max_run_ms, ..Default::default() };
+        let code_limits = rlvr_verifier::check::CodeLimits { timeout_ms_per_test: self.max_test_ms, max_run_ms: self.max_run_ms, ..Default::default() };
         rlvr_verifier::check::Policy { judge, code_limits }
     }
 }
