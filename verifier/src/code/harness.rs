@@ -1,14 +1,24 @@
-//! The in-sandbox test harness (`harness.py`) and the host side of its protocol.
+//! The in-sandbox harnesses and the host side of their protocol.
 //!
-//! The host sends the harness a spec on stdin (`<length>\n<json>`: program, tests, a fresh random
-//! nonce). The harness runs the tests and, after each one, writes a record `\x1e<nonce> <fields>\n` to
-//! fd 1 (through `os.write` bound before the program ran), then a final `done`.
-//! A test passes only if its record is there and says so: a program that exits (`sys.exit`,
-//! `os._exit`), crashes the interpreter or swallows the harness's exceptions leaves records missing,
-//! and it cannot forge one without the nonce, which it never sees through any channel the host
-//! controls (it is not in argv, the environment or stdin once read). The threat this closes is
-//! reward hacking through exit paths; a program that searches the interpreter's own memory for the
-//! nonce is not covered by this check.
+//! Nothing that decides a verdict is reachable from the program under test. The program runs as
+//! arbitrary Python, free to walk the interpreter's frames, closures and heap (`sys._getframe`, `gc`),
+//! set trace and audit hooks and patch any builtin or module, so whatever shares its interpreter is
+//! the program's to rewrite. Hence:
+//! - Stdio and call modes run one instance, `harness.py`, which reports what the program printed or
+//!   returned (as JSON); the host compares it with the expected output, which never enters the
+//!   sandbox. A program that rewrites the reports must still report the right answers.
+//! - Check (HumanEval) and assert (MBPP) modes run the tests' own code, so they run two instances
+//!   ([`Sandbox::run_pair`]): `judge.py` runs the tests, with the dataset's prompt or setup code, in an
+//!   instance of its own; `serve.py` loads the program in another and answers calls. The names the
+//!   tests take from the program are proxies in the judge: a call sends its arguments as a literal
+//!   and gets back a literal, which the judge builds as plain data from the compiler's syntax tree
+//!   (no code runs, no object of the program's crosses). The judge writes the records, on a stream
+//!   the program cannot reach.
+//!
+//! Records, after each test: `\x1e<nonce> <fields>\n` (the nonce keeps a program's own output from
+//! being read as one), then a final `done`. A test passes only if its record is there and says so: a
+//! program that exits (`sys.exit`, `os._exit`), crashes the interpreter or swallows exceptions leaves
+//! records missing.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -20,9 +30,28 @@ use sha2::{Digest, Sha256};
 
 use super::sandbox::{RunLimits, RunStatus, Sandbox};
 
-pub(crate) const HARNESS: &str = include_str!("harness.py");
+/// A guest script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Script {
+    /// Stdio and call modes, one instance; the spec on stdin.
+    Harness,
+    /// The tests' side of a pair run; the spec in the last argument.
+    Judge,
+    /// The program's side of a pair run; the spec in the last argument.
+    Serve,
+}
 
-/// Loads the harness from marshalled bytecode (hex, the last argument): compiling its source costs
+impl Script {
+    fn source(self) -> &'static str {
+        match self {
+            Script::Harness => include_str!("harness.py"),
+            Script::Judge => include_str!("judge.py"),
+            Script::Serve => include_str!("serve.py"),
+        }
+    }
+}
+
+/// Loads a script from marshalled bytecode (hex, the last argument): compiling its source costs
 /// ~6 ms in every run, unmarshalling ~0.1 ms.
 const BOOT: &str = "import marshal, sys\nexec(marshal.loads(bytes.fromhex(sys.argv.pop())))\n";
 
@@ -30,34 +59,48 @@ const BOOT: &str = "import marshal, sys\nexec(marshal.loads(bytes.fromhex(sys.ar
 const MARSHAL: &str =
     "import marshal, sys\nsys.stdout.write(marshal.dumps(compile(sys.stdin.read(), 'harness', 'exec')).hex())\n";
 
-/// The interpreter arguments that run the harness in `sandbox`: from bytecode marshalled once per
-/// runtime (cached for the process), or from source if marshalling failed.
-pub(crate) fn harness_args(sandbox: &Sandbox) -> Vec<String> {
-    static MARSHALLED: Mutex<Vec<(String, Option<Arc<str>>)>> = Mutex::new(Vec::new());
-    let mut cache = MARSHALLED.lock().unwrap_or_else(|e| e.into_inner());
-    let sha = sandbox.runtime_sha256();
-    let hex = match cache.iter().find(|(k, _)| k == sha) {
-        Some((_, hex)) => hex.clone(),
-        None => {
-            let limits = RunLimits { wall_time: Duration::from_secs(60), ..RunLimits::default() };
-            let hex = sandbox
-                .run(&[sandbox.interpreter_args(), &["-c", MARSHAL]].concat(), HARNESS.as_bytes().to_vec(), &limits)
-                .ok()
-                .filter(|o| o.status == RunStatus::Exited(0) && !o.stdout.is_empty())
-                .and_then(|o| String::from_utf8(o.stdout).ok())
-                .map(Arc::<str>::from);
-            if hex.is_none() {
-                tracing::warn!("could not marshal the harness; compiling it in every run");
+/// The interpreter arguments that run `script` in `sandbox` with `spec` (if any) as its last
+/// argument: from bytecode marshalled once per runtime (cached for the process), or from source if
+/// marshalling failed.
+pub(crate) fn guest_args(sandbox: &Sandbox, script: Script, spec: Option<String>) -> Vec<String> {
+    type Cache = Vec<((String, &'static str), Option<Arc<str>>)>;
+    static MARSHALLED: Mutex<Cache> = Mutex::new(Vec::new());
+    let source = script.source();
+    let key = (sandbox.runtime_sha256().to_string(), source);
+    let hex = {
+        let mut cache = MARSHALLED.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.iter().find(|(k, _)| *k == key) {
+            Some((_, hex)) => hex.clone(),
+            None => {
+                let limits = RunLimits { wall_time: Duration::from_secs(60), ..RunLimits::default() };
+                let hex = sandbox
+                    .run(&[sandbox.interpreter_args(), &["-c", MARSHAL]].concat(), source.as_bytes().to_vec(), &limits)
+                    .ok()
+                    .filter(|o| o.status == RunStatus::Exited(0) && !o.stdout.is_empty())
+                    .and_then(|o| String::from_utf8(o.stdout).ok())
+                    .map(Arc::<str>::from);
+                if hex.is_none() {
+                    tracing::warn!(?script, "could not marshal a harness script; compiling it in every run");
+                }
+                cache.push((key, hex.clone()));
+                hex
             }
-            cache.push((sha.to_string(), hex.clone()));
-            hex
         }
     };
-    let base = sandbox.interpreter_args().iter().chain(&["-c"]).map(|s| s.to_string());
+    let mut args: Vec<String> = sandbox.interpreter_args().iter().map(|s| s.to_string()).collect();
+    args.push("-c".into());
     match hex {
-        Some(hex) => base.chain([BOOT.to_string(), hex.to_string()]).collect(),
-        None => base.chain([HARNESS.to_string()]).collect(),
+        Some(hex) => {
+            args.push(BOOT.into());
+            args.extend(spec);
+            args.push(hex.to_string());
+        }
+        None => {
+            args.push(source.into());
+            args.extend(spec);
+        }
     }
+    args
 }
 
 /// How tests call the program.
@@ -66,15 +109,15 @@ pub(crate) fn harness_args(sandbox: &Sandbox) -> Vec<String> {
 pub(crate) enum Mode {
     /// Run the program as `__main__` with the test's stdin; compare stdout.
     Stdio,
-    /// Call `fn_name(*args)` (or `Solution().fn_name`), compare the return value as plain data.
+    /// Call `fn_name(*args)` (or `Solution().fn_name`); the host compares the returned value (as JSON).
     Call,
-    /// HumanEval: exec the test source, then `check(<entry_point>)`.
+    /// HumanEval: exec the test source, then `check(<entry_point>)` (in the judge of a pair run).
     Check,
-    /// MBPP: exec one assert statement.
+    /// MBPP: exec one assert statement (in the judge of a pair run).
     Assert,
 }
 
-/// The spec one harness run gets.
+/// The spec one `harness.py` run gets.
 #[derive(Debug, Serialize)]
 pub(crate) struct Spec<'a> {
     pub nonce: String,
@@ -83,6 +126,35 @@ pub(crate) struct Spec<'a> {
     pub tests: &'a [serde_json::Value],
     pub stop_on_failure: bool,
     pub output_bytes: usize,
+}
+
+/// The spec of the judge in a pair run.
+#[derive(Debug, Serialize)]
+pub(crate) struct JudgeSpec<'a> {
+    pub nonce: String,
+    pub mode: Mode,
+    pub tests: &'a [serde_json::Value],
+    pub stop_on_failure: bool,
+    /// Sources run in the judge before the tests (HumanEval's prompt, MBPP's setup code), so that
+    /// the helpers the tests call are the dataset's, not the program's.
+    pub trusted: Vec<&'a str>,
+    /// Largest reply the judge accepts from the program.
+    pub reply_bytes: usize,
+}
+
+/// The spec of the program's side of a pair run.
+#[derive(Debug, Serialize)]
+pub(crate) struct ServeSpec<'a> {
+    pub code: &'a str,
+    pub output_bytes: usize,
+}
+
+/// `spec` as the argument a judge or server reads: a Python literal, hex-encoded (arguments are
+/// NUL-terminated strings).
+pub(crate) fn spec_arg(spec: &impl Serialize) -> String {
+    let mut literal = String::new();
+    py_literal(&serde_json::to_value(spec).unwrap_or_default(), &mut literal);
+    literal.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A fresh unguessable nonce (128 bits from the process's hash keys, a counter and the clock).
@@ -143,9 +215,9 @@ pub(crate) fn py_literal(v: &serde_json::Value, out: &mut String) {
 /// One test's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
-    /// `ok`, `wrong`, `error`, `output_limit`.
+    /// `ok`, `error`, `output_limit`.
     pub status: String,
-    /// Captured stdout (stdio mode).
+    /// Captured stdout (stdio mode) or the returned value as JSON (call mode).
     pub stdout: String,
     pub error: Option<String>,
 }

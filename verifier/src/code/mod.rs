@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::verdict::{ErrorKind, Outcome, Verdict};
 use extract::ExtractConfig;
-use harness::{Mode, Records, Spec};
+use harness::{JudgeSpec, Mode, Records, Script, ServeSpec, Spec};
 pub use sandbox::{RunLimits, RunOutput, RunStatus, Sandbox, SandboxConfig, SandboxError};
 
 /// How a response's reward is computed from its tests.
@@ -159,17 +159,26 @@ impl CodeTests {
         }
     }
 
-    /// The per-test specs the harness gets.
+    /// The per-test specs the sandbox gets. Expected outputs and return values are not among them:
+    /// they never enter the sandbox.
     fn harness_tests(&self) -> Vec<serde_json::Value> {
         match self {
             CodeTests::Stdio { inputs, .. } => inputs.iter().map(|i| serde_json::json!({ "input": i })).collect(),
-            CodeTests::Call { fn_name, args, expected } => args
-                .iter()
-                .zip(expected)
-                .map(|(a, e)| serde_json::json!({ "fn_name": fn_name, "args": a, "expected": e }))
-                .collect(),
+            CodeTests::Call { fn_name, args, .. } => {
+                args.iter().map(|a| serde_json::json!({ "fn_name": fn_name, "args": a })).collect()
+            }
             CodeTests::Check { test, entry_point, .. } => vec![serde_json::json!({ "src": test, "entry_point": entry_point })],
             CodeTests::Asserts { asserts, .. } => asserts.iter().map(|a| serde_json::json!({ "src": a })).collect(),
+        }
+    }
+
+    /// Dataset code the judge runs before the tests: HumanEval's prompt (its helpers, such as
+    /// `encode_cyclic`, are then the dataset's and not the program's), MBPP's setup.
+    fn trusted_sources(&self) -> Vec<&str> {
+        match self {
+            CodeTests::Check { prompt: Some(prompt), .. } => vec![prompt.as_str()],
+            CodeTests::Asserts { setup: Some(setup), .. } => vec![setup.as_str()],
+            _ => Vec::new(),
         }
     }
 
@@ -265,6 +274,20 @@ pub struct TestResult {
     pub detail: Option<serde_json::Value>,
 }
 
+/// Largest return value (as a literal) the judge of a pair run accepts from the program.
+const REPLY_BYTES: usize = 16 << 20;
+
+/// A pair run as one output: the judge's records as stdout, the program's stderr, and the status
+/// that explains tests without a record: the program's when one of its limits ended it (the judge
+/// was waiting on it), else the judge's.
+fn pair_output(judge: RunOutput, program: RunOutput) -> RunOutput {
+    let status = match program.status {
+        RunStatus::Timeout | RunStatus::OutOfFuel | RunStatus::OutOfMemory | RunStatus::OutputLimit => program.status,
+        _ => judge.status,
+    };
+    RunOutput { status, stdout: judge.stderr, stderr: program.stderr, elapsed: judge.elapsed.max(program.elapsed) }
+}
+
 /// Run `code` (already extracted) against `tests` in `sandbox`.
 pub fn run_tests(sandbox: &Sandbox, code: &str, tests: &CodeTests, config: &CodeConfig) -> Verdict {
     let program = tests.program(code);
@@ -273,28 +296,52 @@ pub fn run_tests(sandbox: &Sandbox, code: &str, tests: &CodeTests, config: &Code
     let mut results: Vec<Option<TestResult>> = vec![None; n];
     let mut runs = Vec::new();
     let mut stderr_tail = String::new();
-    let harness_args = harness::harness_args(sandbox);
     let groups: Vec<(usize, usize)> = if config.batch { vec![(0, n)] } else { (0..n).map(|i| (i, i + 1)).collect() };
     for (lo, hi) in groups {
         let nonce = harness::nonce();
-        let spec = Spec {
-            nonce: nonce.clone(),
-            code: &program,
-            mode: tests.mode(),
-            tests: &all[lo..hi],
-            stop_on_failure: config.stop_on_failure,
-            output_bytes: config.output_bytes,
-        };
         let per_test = config.timeout_ms_per_test.saturating_mul((hi - lo) as u64);
-        let limits = RunLimits {
-            wall_time: Duration::from_millis(per_test.saturating_add(1_000).min(config.max_run_ms.max(1))),
-            fuel: config.fuel,
-            // Records carry each test's stdout hex-encoded.
-            stdout_bytes: config.output_bytes.saturating_mul(2 * (hi - lo)).saturating_add(1 << 20),
-            stderr_bytes: 64 << 10,
+        let wall_time = Duration::from_millis(per_test.saturating_add(1_000).min(config.max_run_ms.max(1)));
+        let out = match tests.mode() {
+            mode @ (Mode::Stdio | Mode::Call) => {
+                let spec = Spec {
+                    nonce: nonce.clone(),
+                    code: &program,
+                    mode,
+                    tests: &all[lo..hi],
+                    stop_on_failure: config.stop_on_failure,
+                    output_bytes: config.output_bytes,
+                };
+                let limits = RunLimits {
+                    wall_time,
+                    fuel: config.fuel,
+                    // Records carry each test's stdout hex-encoded.
+                    stdout_bytes: config.output_bytes.saturating_mul(2 * (hi - lo)).saturating_add(1 << 20),
+                    stderr_bytes: 64 << 10,
+                };
+                let args = harness::guest_args(sandbox, Script::Harness, None);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                sandbox.run(&args, harness::stdin_for(&spec), &limits)
+            }
+            mode @ (Mode::Check | Mode::Assert) => {
+                let judge = JudgeSpec {
+                    nonce: nonce.clone(),
+                    mode,
+                    tests: &all[lo..hi],
+                    stop_on_failure: config.stop_on_failure,
+                    trusted: tests.trusted_sources(),
+                    reply_bytes: REPLY_BYTES,
+                };
+                let serve = ServeSpec { code: &program, output_bytes: config.output_bytes };
+                // The judge's records go to its stderr; each instance's stderr has this cap.
+                let limits = RunLimits { wall_time, fuel: config.fuel, stdout_bytes: usize::MAX, stderr_bytes: 1 << 20 };
+                let judge = harness::guest_args(sandbox, Script::Judge, Some(harness::spec_arg(&judge)));
+                let serve = harness::guest_args(sandbox, Script::Serve, Some(harness::spec_arg(&serve)));
+                let judge: Vec<&str> = judge.iter().map(String::as_str).collect();
+                let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
+                sandbox.run_pair(&judge, &serve, &limits).map(|(judge, program)| pair_output(judge, program))
+            }
         };
-        let args: Vec<&str> = harness_args.iter().map(String::as_str).collect();
-        let out = match sandbox.run(&args, harness::stdin_for(&spec), &limits) {
+        let out = match out {
             Ok(o) => o,
             Err(e) => return Verdict::error(ErrorKind::Sandbox, e.to_string()),
         };
@@ -380,17 +427,70 @@ fn judge_record(tests: &CodeTests, index: usize, rec: &harness::Record) -> TestR
                 Ok(()) => TestResult { status: "pass", detail: None },
                 Err(diff) => TestResult { status: "wrong_answer", detail: Some(diff) },
             },
+            CodeTests::Call { expected, .. } => {
+                let expected = &expected[index];
+                let got = serde_json::from_str::<serde_json::Value>(&rec.stdout);
+                let pass = got.as_ref().is_ok_and(|got| {
+                    py_eq(got, expected)
+                        || expected.as_array().and_then(|e| e.first()).is_some_and(|first| py_eq(got, first))
+                });
+                if pass {
+                    TestResult { status: "pass", detail: None }
+                } else {
+                    let detail = serde_json::json!({ "returned": harness::truncate(&rec.stdout, 300) });
+                    TestResult { status: "wrong_answer", detail: Some(detail) }
+                }
+            }
+            // Check and assert records come from the judge, which the program cannot reach.
             _ => TestResult { status: "pass", detail: None },
         },
-        "wrong" => TestResult { status: "wrong_answer", detail: error() },
         "output_limit" => TestResult { status: "output_limit", detail: error() },
         _ => {
             let mut detail = error().unwrap_or_else(|| serde_json::json!({}));
-            if !rec.stdout.is_empty() {
+            if !rec.stdout.is_empty() && matches!(tests, CodeTests::Stdio { .. }) {
                 detail["stdout_head"] = harness::truncate(&rec.stdout, 200).into();
             }
             TestResult { status: "runtime_error", detail: Some(detail) }
         }
+    }
+}
+
+/// Python's `==` between a returned value and an expected one, both as JSON: numbers by value (an
+/// int equals the float of the same value; a bool is 0 or 1), lists element-wise, objects key-wise.
+fn py_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    fn number(v: &Value) -> Option<Number> {
+        match v {
+            Value::Bool(b) => Some(Number::Int(i128::from(*b))),
+            Value::Number(n) => Some(match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Number::Int(i128::from(i)),
+                (_, Some(u)) => Number::Int(i128::from(u)),
+                _ => Number::Float(n.as_f64().unwrap_or(f64::NAN)),
+            }),
+            _ => None,
+        }
+    }
+    #[derive(Clone, Copy)]
+    enum Number {
+        Int(i128),
+        Float(f64),
+    }
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::String(x), Value::String(y)) => x == y,
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| py_eq(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
+        }
+        _ => match (number(a), number(b)) {
+            (Some(Number::Int(x)), Some(Number::Int(y))) => x == y,
+            (Some(Number::Float(x)), Some(Number::Float(y))) => x == y,
+            // Exact, as Python compares an int with a float: the float must be that integer.
+            (Some(Number::Int(i)), Some(Number::Float(f))) | (Some(Number::Float(f)), Some(Number::Int(i))) => {
+                f.fract() == 0.0 && f.abs() < 1.7e38 && f as i128 == i
+            }
+            _ => false,
+        },
     }
 }
 
@@ -444,6 +544,18 @@ mod tests {
         assert!(CodeTests::from_json(&serde_json::json!({"inputs": ["1"], "outputs": []})).is_err());
         assert!(CodeTests::from_json(&serde_json::json!("not json")).is_err());
         assert!(CodeTests::from_json(&serde_json::json!({"inputs": [], "outputs": []})).is_err());
+    }
+
+    #[test]
+    fn python_equality_on_json() {
+        use serde_json::json;
+        assert!(py_eq(&json!(1), &json!(1.0)) && py_eq(&json!(true), &json!(1)) && py_eq(&json!(0), &json!(false)));
+        assert!(!py_eq(&json!(1), &json!(1.5)) && !py_eq(&json!("1"), &json!(1)) && !py_eq(&json!(null), &json!(0)));
+        assert!(py_eq(&json!([1, [2.0, "a"]]), &json!([1.0, [2, "a"]])) && !py_eq(&json!([1]), &json!([1, 1])));
+        assert!(py_eq(&json!({"a": 1, "b": [true]}), &json!({"b": [1], "a": 1.0})));
+        assert!(!py_eq(&json!({"a": 1}), &json!({"a": 1, "b": 2})) && !py_eq(&json!({"a": 1}), &json!({"b": 1})));
+        assert!(py_eq(&json!(u64::MAX), &json!(u64::MAX)) && !py_eq(&json!(u64::MAX), &json!(i64::MAX)));
+        assert!(py_eq(&json!(1e20), &json!(100000000000000000000u128 as f64)));
     }
 
     #[test]

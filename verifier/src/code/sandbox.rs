@@ -15,8 +15,11 @@
 //! The runtime is compiled once and the compiled code cached on disk, keyed by the wasmtime version,
 //! the runtime's SHA-256 and the engine settings that change code generation.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -24,6 +27,8 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
     ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, StdinStream, StdoutStream};
 use wasmtime_wasi::{Deterministic, FsPerms, I32Exit};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
@@ -289,7 +294,8 @@ impl Sandbox {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true).consume_fuel(config.fuel).parallel_compilation(true);
         let mut pool = PoolingAllocationConfig::new();
-        let slots = u32::try_from(max_concurrency).unwrap_or(u32::MAX);
+        // Each run slot may hold a pair of instances (`run_pair`).
+        let slots = u32::try_from(max_concurrency.saturating_mul(2)).unwrap_or(u32::MAX);
         pool.total_core_instances(slots)
             // A store's GC heap (below) is a pooled memory too.
             .total_memories(slots.saturating_mul(2))
@@ -348,8 +354,65 @@ impl Sandbox {
     pub fn run(&self, args: &[&str], stdin: Vec<u8>, limits: &RunLimits) -> Result<RunOutput, SandboxError> {
         let _permit = self.permits.acquire();
         let start = Instant::now();
-        let clock = RunClock { origin: start };
         let stdout = MemoryOutputPipe::new(limits.stdout_bytes);
+        let (status, stderr) = self.run_with(args, MemoryInputPipe::new(stdin), stdout.clone(), start, limits)?;
+        let stdout = stdout.contents().to_vec();
+        Ok(RunOutput { status: capped(status, Some(&stdout), &stderr, limits), stdout, stderr, elapsed: start.elapsed() })
+    }
+
+    /// Run two guests at once, each in its own instance, joined by two pipes: `judge`'s stdout is
+    /// `program`'s stdin and `program`'s stdout is `judge`'s stdin. Nothing else is shared: a program
+    /// can send the judge bytes, and nothing more. Both get `limits` (one deadline for the pair; a
+    /// pipe read or write still waiting at the deadline sees the pipe closed). In the outputs,
+    /// `judge`'s stdout is empty and its stderr is what it wrote there; `program`'s stdout is empty.
+    /// The pair takes one of the sandbox's run slots: one of the two is always waiting on the other.
+    pub fn run_pair(
+        &self,
+        judge: &[&str],
+        program: &[&str],
+        limits: &RunLimits,
+    ) -> Result<(RunOutput, RunOutput), SandboxError> {
+        let _permit = self.permits.acquire();
+        let start = Instant::now();
+        let deadline = start + limits.wall_time;
+        let (to_program, from_judge) = tokio::io::duplex(PIPE_BYTES);
+        let (to_judge, from_program) = tokio::io::duplex(PIPE_BYTES);
+        let ends = |r, w| {
+            (
+                AsyncStdinStream::new(Deadlined { inner: r, deadline, timer: None }),
+                AsyncStdoutStream::new(PIPE_BYTES, Deadlined { inner: w, deadline, timer: None }),
+            )
+        };
+        let (judge_in, judge_out) = ends(from_program, to_program);
+        let (program_in, program_out) = ends(from_judge, to_judge);
+        let (judge_run, program_run) = std::thread::scope(|s| {
+            let program_run = std::thread::Builder::new()
+                .name("sandbox-program".into())
+                .spawn_scoped(s, || self.run_with(program, program_in, program_out, start, limits))
+                .map_err(|e| SandboxError::Run(format!("spawning the program's thread: {e}")))?;
+            let judge_run = self.run_with(judge, judge_in, judge_out, start, limits);
+            let program_run = program_run.join().map_err(|_| SandboxError::Run("the program's thread panicked".into()))?;
+            Ok::<_, SandboxError>((judge_run, program_run))
+        })?;
+        let output = |(status, stderr): (RunStatus, Vec<u8>)| RunOutput {
+            status: capped(status, None, &stderr, limits),
+            stdout: Vec::new(),
+            stderr,
+            elapsed: start.elapsed(),
+        };
+        Ok((output(judge_run?), output(program_run?)))
+    }
+
+    /// One instance from `start` to its end: its status and stderr.
+    fn run_with(
+        &self,
+        args: &[&str],
+        stdin: impl StdinStream + 'static,
+        stdout: impl StdoutStream + 'static,
+        start: Instant,
+        limits: &RunLimits,
+    ) -> Result<(RunStatus, Vec<u8>), SandboxError> {
+        let clock = RunClock { origin: start };
         let stderr = MemoryOutputPipe::new(limits.stderr_bytes);
         let mut wasi = wasmtime_wasi::WasiCtx::builder();
         if self.config.deterministic_random {
@@ -363,8 +426,8 @@ impl Sandbox {
         }
         let wasi = wasi
             .args(args)
-            .stdin(MemoryInputPipe::new(stdin))
-            .stdout(stdout.clone())
+            .stdin(stdin)
+            .stdout(stdout)
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
@@ -387,7 +450,7 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = limits.wall_time.as_nanos().div_ceil(TICK.as_nanos()) as u64 + 1;
+        let ticks = limits.wall_time.saturating_sub(start.elapsed()).as_nanos().div_ceil(TICK.as_nanos()) as u64 + 1;
         store.set_epoch_deadline(ticks);
         if self.config.fuel {
             store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| SandboxError::Run(format!("{e:#}")))?;
@@ -397,20 +460,77 @@ impl Sandbox {
             Entry::Command => instance.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ()).map(|()| 0),
             Entry::Reactor { .. } => instance.get_typed_func::<(), i32>(&mut store, "run")?.call(&mut store, ()),
         });
-        let mut status = match result {
+        let status = match result {
             Ok(code) => RunStatus::Exited(code),
             Err(e) => classify(&e, store.data()),
         };
+        // Dropping the store closes the instance's pipes: the other side of a pair sees them end.
         drop(store);
-        let (stdout, stderr) = (stdout.contents().to_vec(), stderr.contents().to_vec());
-        // A write past a cap fails with EIO after the stream has been filled to the brim; whatever the
-        // program did next, the output limit is why it ended.
-        if matches!(status, RunStatus::Exited(_) | RunStatus::Trap(_))
-            && (stdout.len() >= limits.stdout_bytes || stderr.len() >= limits.stderr_bytes)
-        {
-            status = RunStatus::OutputLimit;
+        Ok((status, stderr.contents().to_vec()))
+    }
+}
+
+/// A write past a cap fails with EIO after the stream has been filled to the brim; whatever the
+/// program did next, the output limit is why it ended.
+fn capped(status: RunStatus, stdout: Option<&[u8]>, stderr: &[u8], limits: &RunLimits) -> RunStatus {
+    if matches!(status, RunStatus::Exited(_) | RunStatus::Trap(_))
+        && (stdout.is_some_and(|s| s.len() >= limits.stdout_bytes) || stderr.len() >= limits.stderr_bytes)
+    {
+        return RunStatus::OutputLimit;
+    }
+    status
+}
+
+/// Bytes a pipe between the two guests of a pair buffers before its writer waits.
+const PIPE_BYTES: usize = 1 << 20;
+
+/// One end of a pipe between two guests that closes at the run's deadline: a read still waiting
+/// then sees the end of the stream, a write fails with a broken pipe. (Epoch interruption stops
+/// guest code, not a host call blocked on a pipe.)
+struct Deadlined<S> {
+    inner: S,
+    deadline: Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Deadlined<S> {
+    /// Whether the deadline has passed; otherwise the task is woken when it does.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.deadline;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Deadlined<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Pending if this.expired(cx) => Poll::Ready(Ok(())),
+            other => other,
         }
-        Ok(RunOutput { status, stdout, stderr, elapsed: start.elapsed() })
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
