@@ -133,3 +133,135 @@ proptest! {
         prop_assert_eq!(o, Outcome::Correct);
     }
 }
+
+/// Chains of every operator and bracket kind, `depth` deep: what a degenerate policy prints.
+pub fn deep_chains(depth: usize) -> Vec<(String, String)> {
+    let rep = |s: &str| s.repeat(depth);
+    let chain = |unit: &str, op: &str| vec![unit; depth].join(op);
+    let wrap = |open: &str, inner: &str, close: &str| format!("{}{inner}{}", open.repeat(depth), close.repeat(depth));
+    let mut out = vec![
+        ("factorial".to_string(), format!("7{}", rep("!"))),
+        ("power".into(), chain("y", "^")),
+        ("braced power".into(), wrap("y^{", "y", "}")),
+        ("double-star power".into(), chain("y", "**")),
+        ("subscript".into(), chain("x", "_")),
+        ("braced subscript".into(), wrap("x_{", "2", "}")),
+        ("prime".into(), format!("f{}", rep("'"))),
+        ("division".into(), chain("a", "/")),
+        ("ratio".into(), chain("a", ":")),
+        ("\\div".into(), chain("a", "\\div ")),
+        ("product".into(), chain("a", "\\cdot ")),
+        ("implicit product".into(), chain("a", " ")),
+        ("difference".into(), chain("a", "-")),
+        ("plus-minus".into(), chain("a", "\\pm ")),
+        ("union".into(), chain("A", "\\cup ")),
+        ("intersection".into(), chain("A", "\\cap ")),
+        ("set minus".into(), chain("A", "\\setminus ")),
+        ("equation chain".into(), chain("a", "=")),
+        ("inequality chain".into(), chain("a", "<")),
+        ("list".into(), chain("1", ",")),
+        ("arrow".into(), chain("a", "\\to ")),
+        ("negation".into(), format!("{}7", rep("-"))),
+        ("unary plus".into(), format!("{}7", rep("+"))),
+        ("prefix plus-minus".into(), format!("{}7", rep("\\pm "))),
+        ("parentheses".into(), wrap("(", "2", ")")),
+        ("brackets".into(), wrap("[", "2", "]")),
+        ("braces".into(), wrap("{", "2", "}")),
+        ("escaped braces".into(), wrap("\\{", "2", "\\}")),
+        ("left-right".into(), wrap("\\left(", "2", "\\right)")),
+        ("absolute value".into(), wrap("|", "2", "|")),
+        ("floor".into(), wrap("\\lfloor ", "2", "\\rfloor")),
+        ("angle".into(), wrap("\\langle ", "2", "\\rangle")),
+        ("fraction".into(), wrap("\\frac{1}{", "2", "}")),
+        ("dfrac".into(), wrap("\\dfrac{", "2", "}{2}")),
+        ("sqrt".into(), wrap("\\sqrt{", "2", "}")),
+        ("nth root".into(), wrap("\\sqrt[3]{", "2", "}")),
+        ("text".into(), wrap("\\text{", "2", "}")),
+        ("mathrm".into(), wrap("\\mathrm{", "2", "}")),
+        ("boxed".into(), wrap("\\boxed{", "2", "}")),
+        ("sin".into(), wrap("\\sin(", "2", ")")),
+        ("log".into(), format!("{}x", rep("\\log "))),
+        ("exp".into(), wrap("e^{", "2", "}")),
+        ("percent".into(), format!("7{}", rep("\\%"))),
+        ("degrees".into(), format!("7{}", rep("^\\circ"))),
+        ("mixed postfix and power".into(), chain("7!", "^")),
+        ("begin-end".into(), wrap("\\begin{pmatrix}", "2", "\\end{pmatrix}")),
+    ];
+    out.push(("everything".into(), out.iter().map(|(_, s)| s.chars().take(depth).collect::<String>()).collect::<Vec<_>>().join("+")));
+    out
+}
+
+/// Runs `f` on a thread with the 2 MiB stack a Tokio blocking or plain spawned thread gets: a
+/// recursion the input controls would overflow it and abort the whole process.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new().stack_size(2 << 20).spawn(f).expect("spawn").join().expect("no panic")
+}
+
+#[test]
+fn deep_chains_of_every_operator_give_verdicts() {
+    for depth in [5_000, 30_000] {
+        for (name, s) in deep_chains(depth) {
+            println!("{name} x {depth}");
+            let (boxed, inline, plain) = (format!("\\boxed{{{s}}}"), format!("${s}$"), format!("The answer is {s}"));
+            let s2 = s.clone();
+            let outcomes = on_small_stack(move || {
+                let cfg = MathConfig::default();
+                [
+                    verify(&boxed, "1", &cfg).outcome,
+                    verify(&inline, "1", &cfg).outcome,
+                    verify(&plain, "1", &cfg).outcome,
+                    verify("\\boxed{1}", &s2, &cfg).outcome,
+                    verify(&boxed, &s2, &cfg).outcome,
+                    truth::verify(&plain, &["1".to_string()], &TruthConfig::default()).outcome,
+                ]
+            });
+            // One verdict each; as a response, never an error (a parse that gives up is a verdict). As
+            // a ground truth it may be refused (`bad_ground_truth`): that is the dataset's to fix.
+            let response_side = [outcomes[0], outcomes[1], outcomes[2], outcomes[5]];
+            assert!(!response_side.iter().any(|o| matches!(o, Outcome::Error(_))), "{name} x {depth}: {outcomes:?}");
+            assert!(!matches!(outcomes[5], Outcome::Error(_)), "{name} x {depth}: truth gave {:?}", outcomes[5]);
+            if name != "list" {
+                // (A list of ones is the set {1}, equal to 1.)
+                assert_ne!(outcomes[0], Outcome::Correct, "{name} x {depth}: {outcomes:?}");
+            }
+        }
+    }
+}
+
+/// The deep-chain corpus (every chain kind at 5k, 30k and 100k deep, as math responses, as math
+/// ground truths and as truthfulness responses) through `rlvr-verifier check` in one batch: the
+/// process exits 0 and writes one verdict per line, in order.
+#[test]
+fn deep_chain_corpus_through_check() {
+    let mut lines = Vec::new();
+    for depth in [5_000, 30_000, 100_000] {
+        for (_, s) in deep_chains(depth) {
+            lines.push(serde_json::json!({"kind": "math", "response": format!("\\boxed{{{s}}}"), "ground_truth": "1"}));
+            lines.push(serde_json::json!({"kind": "math", "response": "\\boxed{1}", "ground_truth": s}));
+            lines.push(serde_json::json!({"kind": "truth", "response": format!("The answer is {s}."), "ground_truth": ["1"]}));
+        }
+    }
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rlvr-verifier"))
+        .args(["check", "--threads", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("rlvr-verifier starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, input.as_bytes()));
+    let out = child.wait_with_output().expect("rlvr-verifier ran");
+    writer.join().expect("writer").expect("stdin written");
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let verdicts: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a verdict is JSON")).collect();
+    assert_eq!(verdicts.len(), lines.len(), "one verdict per line");
+    for (line, v) in lines.iter().zip(&verdicts) {
+        assert!(v["outcome"].is_string(), "{v}");
+        if line["ground_truth"] == "1" {
+            assert_ne!(v["outcome"], "error", "a response gets a verdict, not an error: {v}");
+        }
+    }
+    println!("{} deep-chain lines, {} verdicts", lines.len(), verdicts.len());
+}

@@ -3,6 +3,12 @@
 //! It reads what a normalised answer usually holds: numbers, `\frac`, `\sqrt`, powers, functions,
 //! implicit multiplication, `\pm`, percentages, tuples, sets, intervals and unions, matrices,
 //! relations and chains, `x \in S`, and `\text{}`.
+//!
+//! No input reaches unbounded recursion, here or later: the depth limit counts both the parser's
+//! own recursion and every level a loop wraps around what it built (`7!!!…`, `y^y^…`, `a/b/…`,
+//! `x_1_2…`, `a \pm b \pm …`, `x \in A \in …`), so a parsed tree is never deeper than
+//! [`MAX_DEPTH`] and whatever walks it (normalise, compare, evaluate, print, drop) recurses at most
+//! that deep. A deeper answer is [`ParseError::TooDeep`], which the checks treat as unparseable.
 
 use num_bigint::BigInt;
 use num_rational::BigRational;
@@ -11,7 +17,7 @@ use num_traits::{Num, One, Zero};
 use super::expr::{Expr, Func, RelOp};
 use crate::budget::{Budget, Exhausted};
 
-/// Deepest nesting the parser follows before giving up.
+/// Deepest nesting (of the parser's recursion plus the levels its loops build) before giving up.
 pub const MAX_DEPTH: usize = 400;
 /// Longest answer (in bytes) the parser accepts.
 pub const MAX_LEN: usize = 64 * 1024;
@@ -271,6 +277,18 @@ impl<'a> Parser<'a> {
         self.depth += 1;
         if self.depth > MAX_DEPTH { Err(ParseError::TooDeep) } else { Ok(()) }
     }
+    /// A loop that wraps the expression it builds one level deeper (`7!!!`, `a/b/c`, `y^y^y`) counts
+    /// each level as a level of recursion: the tree's depth, not only the parser's, stays under
+    /// [`MAX_DEPTH`], so nothing that walks the tree later (compare, evaluate, print, drop) can
+    /// overflow the stack. Undone by [`Parser::unnest`].
+    fn nest(&mut self, levels: &mut usize) -> PResult<()> {
+        self.enter()?;
+        *levels += 1;
+        Ok(())
+    }
+    fn unnest(&mut self, levels: usize) {
+        self.depth -= levels;
+    }
     fn leave(&mut self) {
         self.depth -= 1;
     }
@@ -302,6 +320,7 @@ impl<'a> Parser<'a> {
 
     fn relation(&mut self) -> PResult<Expr> {
         self.enter()?;
+        let mut nested = 0;
         let first = self.set_expr()?;
         let mut terms = vec![first];
         let mut ops: Vec<&'static str> = Vec::new();
@@ -316,6 +335,7 @@ impl<'a> Parser<'a> {
                 _ => op,
             };
             if op == "in" {
+                self.nest(&mut nested)?;
                 let set = self.set_expr()?;
                 let lhs = terms.pop().unwrap_or(Expr::Sym("x".into()));
                 terms.push(Expr::In(Box::new(lhs), Box::new(set)));
@@ -325,6 +345,7 @@ impl<'a> Parser<'a> {
             terms.push(self.set_expr()?);
         }
         // `!=` arrives as `!` (factorial position) then `=`; handled in postfix.
+        self.unnest(nested);
         self.leave();
         if ops.is_empty() {
             return Ok(terms.pop().unwrap_or(Expr::Text(String::new())));
@@ -382,6 +403,7 @@ impl<'a> Parser<'a> {
         } else {
             terms.push(first);
         }
+        let mut nested = 0;
         loop {
             self.budget.tick()?;
             if self.eat_ch('+') {
@@ -389,6 +411,7 @@ impl<'a> Parser<'a> {
             } else if self.eat_ch('-') || self.eat_ch('−') {
                 terms.push(Expr::Neg(Box::new(self.term()?)));
             } else if self.eat_cmd("pm") || self.eat_ch('±') || self.eat_cmd("mp") {
+                self.nest(&mut nested)?;
                 let rhs = self.term()?;
                 let lhs = if terms.len() == 1 { terms.pop().unwrap_or(Expr::int(0)) } else { Expr::Add(std::mem::take(&mut terms)) };
                 terms.push(Expr::PlusMinus(Box::new(lhs), Box::new(rhs)));
@@ -396,6 +419,7 @@ impl<'a> Parser<'a> {
                 break;
             }
         }
+        self.unnest(nested);
         self.leave();
         Ok(if terms.len() == 1 { terms.pop().unwrap_or(Expr::int(0)) } else { Expr::Add(terms) })
     }
@@ -435,13 +459,19 @@ impl<'a> Parser<'a> {
 
     fn term(&mut self) -> PResult<Expr> {
         self.enter()?;
+        let mut nested = 0;
         let mut acc = self.unary_factor()?;
         loop {
             self.budget.tick()?;
+            if !matches!(acc, Expr::Mul(_)) {
+                // The next factor wraps `acc` (a product of a non-product, a quotient, a mixed number).
+                self.nest(&mut nested)?;
+            }
             if self.eat_ch('*') || self.eat_cmd("cdot") || self.eat_cmd("times") || self.eat_ch('×') || self.eat_ch('·') {
                 let rhs = self.unary_factor()?;
                 acc = mul(acc, rhs);
             } else if self.eat_ch('/') || self.eat_cmd("div") || self.eat_ch('÷') || self.eat_ch(':') {
+                self.nest(&mut nested)?;
                 let rhs = self.unary_factor()?;
                 acc = Expr::Div(Box::new(acc), Box::new(rhs));
             } else if self.starts_factor() {
@@ -455,6 +485,7 @@ impl<'a> Parser<'a> {
                 break;
             }
         }
+        self.unnest(nested);
         self.leave();
         Ok(acc)
     }
@@ -474,12 +505,14 @@ impl<'a> Parser<'a> {
 
     fn power(&mut self) -> PResult<Expr> {
         self.enter()?;
+        let mut nested = 0;
         let base = self.postfix()?;
         let mut exps = Vec::new();
         while self.eat_ch('^') || (self.peek() == Some(&Tok::Ch('*')) && self.peek_at(1) == Some(&Tok::Ch('*')) && {
             self.pos += 2;
             true
         }) {
+            self.nest(&mut nested)?;
             exps.push(self.script_arg()?);
             // Factorial after an exponent binds to the power: keep simple.
         }
@@ -494,6 +527,7 @@ impl<'a> Parser<'a> {
             Some(exp) => Expr::Pow(Box::new(base), Box::new(exp)),
             None => base,
         };
+        self.unnest(nested);
         self.leave();
         Ok(out)
     }
@@ -541,9 +575,11 @@ impl<'a> Parser<'a> {
 
     fn postfix(&mut self) -> PResult<Expr> {
         let mut e = self.primary()?;
+        let mut nested = 0;
         loop {
             if self.peek() == Some(&Tok::Ch('!')) && self.peek_at(1) != Some(&Tok::Ch('=')) {
                 self.pos += 1;
+                self.nest(&mut nested)?;
                 e = Expr::Call(Func::Factorial, Box::new(e));
             } else if self.peek() == Some(&Tok::Ch('!')) {
                 // `!=`: turn into a relation token.
@@ -551,6 +587,7 @@ impl<'a> Parser<'a> {
                 self.toks[self.pos] = Tok::Cmd("neq".into());
                 break;
             } else if self.eat_ch('_') {
+                self.nest(&mut nested)?;
                 let sub = self.script_arg()?;
                 e = subscript(e, sub)?;
             } else if self.eat_ch('\'') {
@@ -562,6 +599,7 @@ impl<'a> Parser<'a> {
                 break;
             }
         }
+        self.unnest(nested);
         Ok(e)
     }
 
@@ -1141,5 +1179,13 @@ mod tests {
         assert!(parse_latex(&s, &Budget::generous()).is_err());
         let s = "(".repeat(1000) + "1" + &")".repeat(1000);
         assert!(parse_latex(&s, &Budget::generous()).is_err());
+        // Chains built by loops, not recursion, are as deep as what they build.
+        for s in [format!("7{}", "!".repeat(1000)), vec!["y"; 1000].join("^"), vec!["a"; 1000].join("/"), vec!["x"; 1000].join("_")] {
+            assert!(matches!(parse_latex(&s, &Budget::generous()), Err(ParseError::TooDeep)), "{}", &s[..20]);
+        }
+        // Shallow ones still parse, and a flat product or sum of many terms is not deep.
+        assert!(parse_latex(&format!("7{}", "!".repeat(50)), &Budget::generous()).is_ok());
+        assert!(parse_latex(&vec!["a"; 1000].join("\\cdot "), &Budget::generous()).is_ok());
+        assert!(parse_latex(&vec!["a"; 1000].join("+"), &Budget::generous()).is_ok());
     }
 }
