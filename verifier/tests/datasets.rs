@@ -98,6 +98,7 @@ fn simpleqa_reward_distribution() {
     let mut metrics = TruthMetrics::default();
     let mut binary_sum = 0.0f64;
     let mut ternary_sum = 0.0f64;
+    let mut coincidences = 0;
     // A fixed set of responses: a third correct, a third abstaining, a third wrong (another row's answer).
     for (i, r) in rows.iter().enumerate() {
         let accepted: Vec<String> = serde_json::from_value(r.ground_truth.clone()).expect("list of answers");
@@ -115,10 +116,13 @@ fn simpleqa_reward_distribution() {
             1 => Outcome::Abstained,
             _ => Outcome::Incorrect,
         };
-        // A wrong answer may coincide with the right one (two questions with the same answer).
+        // A wrong answer may coincide with the right one: two questions with the same answer, or one
+        // whose answer holds the other's as whole words ("1 May 1988" for "1988").
         if expected == Outcome::Incorrect && v.outcome == Outcome::Correct {
             let other: Vec<String> = serde_json::from_value(rows[(i + 7) % rows.len()].ground_truth.clone()).unwrap();
-            assert_eq!(truth::normalize_answer(&other[0]), truth::normalize_answer(&accepted[0]));
+            let (o, a) = (truth::normalize_answer(&other[0]), truth::normalize_answer(&accepted[0]));
+            assert!(format!(" {o} ").contains(&format!(" {a} ")), "row {i}: {o:?} scored as {a:?}");
+            coincidences += 1;
         } else {
             assert_eq!(v.outcome, expected, "row {i}: {response:?} vs {accepted:?}");
         }
@@ -134,7 +138,7 @@ fn simpleqa_reward_distribution() {
     }
     let n = rows.len() as f64;
     println!(
-        "simpleqa: accuracy {:.3} abstention {:.3} hallucination {:.3} truthfulness {:.3}; mean reward ternary {:.3} binary {:.3}",
+        "simpleqa: accuracy {:.3} abstention {:.3} hallucination {:.3} truthfulness {:.3}; mean reward ternary {:.3} binary {:.3}; {coincidences} wrong answers held the right one",
         metrics.accuracy(),
         metrics.abstention_rate(),
         metrics.hallucination_rate(),
