@@ -11,10 +11,12 @@
 //!
 //! # Layout
 //! - [`extract`]: the program from the response (fenced blocks).
-//! - [`sandbox`]: the wasmtime host (engine, compiled-module cache, per-run store and limits).
+//! - [`sandbox`]: the wasmtime host (engine, per-run store and limits, pairs of instances).
+//! - `cache`: the compiled-module cache, each entry loaded only when its keyed hash checks out.
 //! - `poll`: a `poll_oneoff` that respects the run's deadline.
 //! - `harness`: the in-sandbox harness and its record protocol.
 
+mod cache;
 pub mod extract;
 mod harness;
 mod poll;

@@ -13,7 +13,8 @@
 //!   for the reactor, the read-only folder holding the stdlib zip.
 //!
 //! The runtime is compiled once and the compiled code cached on disk, keyed by the wasmtime version,
-//! the runtime's SHA-256 and the engine settings that change code generation.
+//! the runtime's SHA-256 and the engine settings that change code generation, and loaded only when
+//! its keyed hash checks out (see `cache`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, PoolingAllocationConfig,
     ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -186,7 +187,7 @@ pub enum SandboxError {
     Run(String),
 }
 
-fn setup_err(e: impl std::fmt::Display) -> SandboxError {
+pub(crate) fn setup_err(e: impl std::fmt::Display) -> SandboxError {
     SandboxError::Setup(format!("{e:#}"))
 }
 
@@ -310,7 +311,7 @@ impl Sandbox {
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(setup_err)?;
 
-        let module = load_module(&engine, &config, &bytes, &sha)?;
+        let module = super::cache::load_module(&engine, &config, &bytes, &sha)?;
         drop(bytes);
 
         let mut linker: Linker<RunState> = Linker::new(&engine);
@@ -607,58 +608,6 @@ fn spawn_clock(engine: &Engine) {
         .expect("spawning the sandbox clock thread");
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The compiled module: from the disk cache when it holds an entry for this wasmtime version, runtime
-/// checksum and engine settings; otherwise compiled and stored (atomically) for next time.
-fn load_module(engine: &Engine, config: &SandboxConfig, bytes: &[u8], sha: &str) -> Result<Module, SandboxError> {
-    let dir = match &config.cache_dir {
-        Some(d) => d.clone(),
-        None => config.runtime.parent().unwrap_or(Path::new(".")).join("compiled"),
-    };
-    let fuel = if config.fuel { "-fuel" } else { "" };
-    let path = dir.join(format!("{}-wasmtime{}{fuel}.cwasm", &sha[..16], wasmtime_version()));
-    if path.exists() {
-        match deserialize(engine, &path) {
-            Ok(m) => return Ok(m),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-module cache entry"),
-        }
-    }
-    let module = Module::new(engine, bytes).map_err(setup_err)?;
-    let stored = module.serialize().map_err(setup_err).and_then(|blob| {
-        std::fs::create_dir_all(&dir).map_err(setup_err)?;
-        let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), unique()));
-        std::fs::write(&tmp, &blob).map_err(setup_err)?;
-        std::fs::rename(&tmp, &path).map_err(setup_err)
-    });
-    if let Err(e) = stored {
-        tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled module");
-    }
-    // Prefer the cached file: it is memory-mapped, so the code and initial memory image are shared.
-    match deserialize(engine, &path) {
-        Ok(m) => Ok(m),
-        Err(_) => Ok(module),
-    }
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// The version of the wasmtime crate we link (compiled code is only valid for it).
-fn wasmtime_version() -> &'static str {
-    "48.0.8"
-}
-
-#[allow(unsafe_code)]
-fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Module> {
-    // SAFETY: `Module::deserialize_file` trusts the file to be wasmtime-compiled code. The file is one we
-    // wrote ourselves with `Module::serialize` into the cache directory, named by the runtime's SHA-256,
-    // the wasmtime version and the engine settings, and renamed into place only when complete; wasmtime
-    // additionally checks its header against this engine's version and configuration.
-    unsafe { Module::deserialize_file(engine, path) }
 }
