@@ -90,6 +90,10 @@ pub struct TrainArgs {
     /// No per-step metrics lines (they still go to metrics.jsonl).
     #[arg(long, env = "RLVR_QUIET")]
     pub quiet: bool,
+    /// Replace the run already in the run directory (its records and checkpoints are deleted);
+    /// without it a run directory holding another run is refused.
+    #[arg(long, env = "RLVR_OVERWRITE", conflicts_with = "resume")]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Args)]
@@ -108,7 +112,8 @@ pub struct LearnerArgs {
     /// Overrides `distributed.weights_host` (the host name actors reach the weight server by).
     #[arg(long, env = "RLVR_WEIGHTS_HOST")]
     pub weights_host: Option<String>,
-    /// Start from step 0 even if the run directory holds checkpoints (they are kept).
+    /// Start from step 0 even if the run directory holds checkpoints (the run there is replaced: its
+    /// records and checkpoints are deleted).
     #[arg(long, env = "RLVR_FRESH", conflicts_with = "resume")]
     pub fresh: bool,
 }
@@ -320,7 +325,7 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let summary = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         rlvr_common::process::stop_on_signals(shutdown.clone(), "training");
-        train(config.clone(), TrainOptions { resume: args.resume, verbose: !args.quiet }, shutdown).await
+        train(config.clone(), TrainOptions { resume: args.resume, overwrite: args.overwrite, verbose: !args.quiet }, shutdown).await
     })?;
     report(&summary);
     Ok(())
@@ -339,7 +344,7 @@ fn run_learner(args: LearnerArgs) -> anyhow::Result<()> {
     }
     config.validate()?;
     // A learner is a service its supervisor restarts: it continues from its newest checkpoint.
-    let resume = match (args.train.resume, args.fresh) {
+    let resume = match (args.train.resume, args.fresh || args.train.overwrite) {
         (Some(r), _) => Some(r),
         (None, true) => None,
         (None, false) => crate::distributed::latest_checkpoint(&config.runtime.run_dir),
@@ -360,7 +365,7 @@ fn run_learner(args: LearnerArgs) -> anyhow::Result<()> {
     let summary = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         rlvr_common::process::stop_on_signals(shutdown.clone(), "the learner");
-        crate::distributed::run_learner(config, TrainOptions { resume, verbose: !args.train.quiet }, &args.redis, shutdown).await
+        crate::distributed::run_learner(config, TrainOptions { resume, overwrite: args.fresh || args.train.overwrite, verbose: !args.train.quiet }, &args.redis, shutdown).await
     })?;
     report(&summary);
     Ok(())
@@ -378,7 +383,7 @@ fn run_up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(r) = &args.train.resume {
         learner_args.extend(["--resume".to_string(), r.display().to_string()]);
     }
-    if args.fresh {
+    if args.fresh || args.train.overwrite {
         learner_args.push("--fresh".into());
     }
     if args.train.quiet {
@@ -411,26 +416,26 @@ fn run_actor_process(args: ActorArgs) -> anyhow::Result<()> {
 
 fn run_plan(args: PlanArgs) -> anyhow::Result<()> {
     let config = load_config(args.config.as_ref())?;
-    let model_config = ModelConfig::from_file(&config.model.path.join("config.json"));
-    let prompt_tokens = match Tokenizer::from_dir(&config.model.path) {
+    let dir = &config.model.path;
+    let model_config = ModelConfig::from_file(&dir.join("config.json"));
+    // What cannot be measured (no tokenizer, no weights) is reported as unknown, never guessed.
+    let prompt_tokens = match Tokenizer::from_dir(dir) {
         Ok(tok) => {
             let eos = model_config.as_ref().map(|c| c.eos_token_ids.clone()).unwrap_or_default();
             let prompter = Prompter::new(tok, &config, &eos);
             let (_, probe) = ProblemStream::open(&config.data.source, config.runtime.seed, 8)?;
-            probe.iter().map(|p| prompter.prompt_ids(p).map(|ids| ids.len())).collect::<Result<Vec<_>, _>>()?.into_iter().max().unwrap_or(0)
+            let lens = probe.iter().map(|p| prompter.prompt_ids(p).map(|ids| ids.len())).collect::<Result<Vec<_>, _>>()?;
+            Ok(lens.into_iter().max().unwrap_or(0))
         }
-        Err(_) => 64,
+        Err(e) => Err(format!("no tokenizer in {} ({e}); run scripts/setup-model.sh", dir.display())),
     };
-    let weights = rlvr_common::checkpoint::read_weights(&config.model.path);
-    let model = match (model_config, weights) {
-        (Ok(c), Ok(w)) => ModelSize::of(&c, w.values().map(|t| t.data.len()).sum()),
-        _ => {
-            eprintln!("{} is not set up: the memory estimate is SmolLM2-135M's", config.model.path.display());
-            ModelSize::smollm2_135m()
-        }
+    let model = match (model_config, rlvr_common::checkpoint::read_weights(dir)) {
+        (Ok(c), Ok(w)) => Ok(ModelSize::of(&c, w.values().map(|t| t.data.len()).sum())),
+        (Err(e), _) => Err(format!("no model config in {} ({e:#})", dir.display())),
+        (_, Err(e)) => Err(format!("no weights in {} ({e:#})", dir.display())),
     };
     println!("config valid: {}", args.config.as_ref().map_or("built-in default".to_string(), |p| p.display().to_string()));
-    for (k, v) in config.plan(prompt_tokens, &model) {
+    for (k, v) in config.plan(prompt_tokens, model.as_ref().map_err(Clone::clone)) {
         println!("  {k:<36} {v}");
     }
     Ok(())

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::algo::advantage::{AdvantageConfig, AdvantageEstimator};
 use crate::algo::loss::PolicyLossConfig;
 use crate::data::DataSource;
+use crate::optim::{AdamWConfig, LrDecay, LrSchedule};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -136,6 +137,9 @@ pub struct AlgorithmSection {
     pub mini_batches: usize,
     /// The critic, trained only with `advantage.estimator = "gae"`.
     pub critic: CriticSection,
+    /// How async mode corrects for rollouts sampled with older weights (sync mode has none to
+    /// correct): `"tis"` (default) or `"none"`.
+    pub stale_correction: StaleCorrection,
 }
 
 impl Default for AlgorithmSection {
@@ -145,9 +149,28 @@ impl Default for AlgorithmSection {
             policy_loss: PolicyLossConfig::default(),
             mini_batches: 1,
             critic: CriticSection::default(),
+            stale_correction: StaleCorrection::default(),
         }
     }
 }
+
+/// The correction async mode applies to stale rollouts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleCorrection {
+    /// Truncated importance sampling against the actor's own log-probs (Yao et al. 2025, "Your
+    /// Efficient RL Framework Secretly Brings You Off-Policy RL Training"; verl's
+    /// `rollout_is = "token"`): each token's loss weighted by `min(pi_old / pi_rollout, cap)`, with
+    /// `policy_loss.tis_cap` as the cap, [`DEFAULT_TIS_CAP`] when it is unset.
+    #[default]
+    Tis,
+    /// No correction: the stale samples train as if fresh (ratios against the learner's recomputed
+    /// log-probs only).
+    None,
+}
+
+/// The TIS cap async mode uses when `policy_loss.tis_cap` is unset (verl's default threshold).
+pub const DEFAULT_TIS_CAP: f64 = 2.0;
 
 /// `[algorithm.critic]`: PPO's value model (the policy's transformer with a scalar head, initialised
 /// from the policy's weights), used when `algorithm.advantage.estimator = "gae"`. verl's defaults:
@@ -368,6 +391,13 @@ impl RunConfig {
         if !(r.top_p > 0.0 && r.top_p <= 1.0) {
             bail!("`rollout.top_p` is {}: it must be in (0, 1]", r.top_p);
         }
+        if r.max_batch < r.group_size {
+            bail!(
+                "`rollout.max_batch` ({}) is smaller than `rollout.group_size` ({}): the actor samples a whole group in one batch; raise max_batch to at least group_size",
+                r.max_batch,
+                r.group_size
+            );
+        }
         if r.max_new_tokens == 0 {
             bail!("`rollout.max_new_tokens` is 0: allow at least one generated token");
         }
@@ -395,6 +425,12 @@ impl RunConfig {
         if rt.steps == 0 {
             bail!("`runtime.steps` is 0: nothing would be trained; set it to at least 1");
         }
+        // What the optimiser itself would refuse when the run builds it (eps, weight decay, the
+        // schedule's ratios and warm-up), refused here too, with the run config's field names.
+        self.adamw_config().validate().map_err(|e| {
+            let named = e.to_string().replace("optimizer config: `schedule.", "`optimizer.").replace("optimizer config: `", "`optimizer.");
+            anyhow::anyhow!("{named}")
+        })?;
         if rt.mode == Mode::Async && rt.max_staleness < 1 {
             bail!("`runtime.mode = \"async\"` trains on rollouts one version old, but `runtime.max_staleness` is 0; set it to 1 or use mode = \"sync\"");
         }
@@ -420,32 +456,83 @@ impl RunConfig {
         Ok(())
     }
 
+    /// The policy's optimiser, as the learner builds it: `[optimizer]` with the run's total number of
+    /// optimiser steps for the schedule.
+    pub fn adamw_config(&self) -> AdamWConfig {
+        let o = &self.optimizer;
+        AdamWConfig {
+            lr: o.lr,
+            betas: o.betas,
+            eps: o.eps,
+            weight_decay: o.weight_decay,
+            exclude_1d_from_decay: false,
+            schedule: LrSchedule {
+                warmup_steps: o.warmup_steps as u64,
+                decay: if o.schedule == "cosine" { LrDecay::Cosine } else { LrDecay::Constant },
+                total_steps: (self.runtime.steps * self.algorithm.mini_batches) as u64,
+                min_lr_ratio: o.min_lr_ratio,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The policy loss as trained: in async mode with `stale_correction = "tis"`, TIS is on (at
+    /// `tis_cap`, or [`DEFAULT_TIS_CAP`] when unset); otherwise `policy_loss` as written.
+    pub fn effective_policy_loss(&self) -> PolicyLossConfig {
+        let mut loss = self.algorithm.policy_loss;
+        if self.runtime.mode == Mode::Async && self.algorithm.stale_correction == StaleCorrection::Tis {
+            loss.tis_cap = Some(loss.tis_cap.unwrap_or(DEFAULT_TIS_CAP));
+        }
+        loss
+    }
+
     /// The derived quantities `rlvr plan` prints: what one step really does.
-    pub fn plan(&self, prompt_tokens: usize, model: &ModelSize) -> Vec<(String, String)> {
+    /// `prompt_tokens` (the longest prompt) and `model` are `Err(why)` when they could not be
+    /// measured: what depends on them is then printed as unknown, with the reason, never guessed.
+    pub fn plan(&self, prompt_tokens: Result<usize, String>, model: Result<&ModelSize, String>) -> Vec<(String, String)> {
         let (r, d, rt, a) = (&self.rollout, &self.data, &self.runtime, &self.algorithm);
         let samples = d.prompts_per_step * r.group_size;
-        let seq = prompt_tokens + r.max_new_tokens;
-        let tokens = samples * seq;
-        let per_micro = (rt.micro_batch_tokens / seq).max(1);
-        let per_mini = samples.div_ceil(a.mini_batches);
-        let micro = per_mini.div_ceil(per_micro) * a.mini_batches;
-        // Training memory: f32 weights, grads and two Adam moments, plus one micro-batch's activations.
-        let weights = model.params * 4;
-        let mut memory = weights * 4 + model.activation_bytes(per_micro * seq, per_micro * r.max_new_tokens);
         let critic = a.advantage.estimator == AdvantageEstimator::Gae;
-        if critic {
-            // A second model with its own grads and Adam moments; its micro-batches have no logits.
-            memory += weights * 4;
-        }
+        let unknown = |why: &str| format!("unknown: {why}");
+        let per_token = prompt_tokens.as_ref().map(|&p| {
+            let seq = p + r.max_new_tokens;
+            let per_micro = (rt.micro_batch_tokens / seq).max(1);
+            (p, seq, per_micro)
+        });
+        let (tokens, micro) = match &per_token {
+            Ok((p, seq, per_micro)) => {
+                let per_mini = samples.div_ceil(a.mini_batches);
+                let micro = per_mini.div_ceil(*per_micro) * a.mini_batches;
+                (
+                    format!("{} (prompt <= {p} + {} new per sample)", samples * seq, r.max_new_tokens),
+                    format!("{micro} (~{per_micro} sequences of <= {seq} tokens in {} tokens)", rt.micro_batch_tokens),
+                )
+            }
+            Err(why) => (unknown(why), unknown(why)),
+        };
+        // Training memory: f32 weights, grads and two Adam moments, plus one micro-batch's activations.
+        let memory = match (&per_token, &model) {
+            (Ok((_, seq, per_micro)), Ok(model)) => {
+                let weights = model.params * 4;
+                let mut memory = weights * 4 + model.activation_bytes(per_micro * seq, per_micro * r.max_new_tokens);
+                if critic {
+                    // A second model with its own grads and Adam moments; its micro-batches have no logits.
+                    memory += weights * 4;
+                }
+                format!("{:.1} GiB (weights+grads+Adam {:.1} GiB)", memory as f64 / 2f64.powi(30), (weights * 4) as f64 / 2f64.powi(30))
+            }
+            (Err(why), _) => unknown(why),
+            (_, Err(why)) => unknown(why),
+        };
         vec![
             ("prompts per step".into(), format!("{}", d.prompts_per_step)),
             ("samples per step".into(), format!("{samples} ({} prompts x group_size {})", d.prompts_per_step, r.group_size)),
-            ("tokens per step (at most)".into(), format!("{tokens} (prompt ~{prompt_tokens} + {} new per sample)", r.max_new_tokens)),
+            ("tokens per step (at most)".into(), tokens),
             (
                 "optimiser steps per rollout batch".into(),
                 if critic { format!("{} (and as many critic steps)", a.mini_batches) } else { format!("{}", a.mini_batches) },
             ),
-            ("micro-batches per step".into(), format!("{micro} (~{per_micro} sequences of <= {seq} tokens in {} tokens)", rt.micro_batch_tokens)),
+            ("micro-batches per step".into(), micro),
             ("total samples".into(), format!("{}", samples * rt.steps)),
             (
                 "staleness bound".into(),
@@ -454,7 +541,15 @@ impl RunConfig {
                     Mode::Async => format!("{} (async, one step off-policy)", rt.max_staleness),
                 },
             ),
-            ("memory estimate".into(), format!("{:.1} GiB (weights+grads+Adam {:.1} GiB)", memory as f64 / 2f64.powi(30), (weights * 4) as f64 / 2f64.powi(30))),
+            (
+                "stale-rollout correction".into(),
+                match (rt.mode, self.effective_policy_loss().tis_cap) {
+                    (Mode::Sync, None) => "none needed (sync)".into(),
+                    (Mode::Async, None) => "none (algorithm.stale_correction = \"none\")".into(),
+                    (_, Some(cap)) => format!("truncated importance sampling against the actor's log-probs, cap {cap}"),
+                },
+            ),
+            ("memory estimate".into(), memory),
         ]
     }
 }
@@ -466,6 +561,37 @@ mod tests {
     #[test]
     fn empty_file_is_the_default_run() {
         assert_eq!(RunConfig::from_toml("").unwrap(), RunConfig::default());
+    }
+
+    #[test]
+    fn plan_rejects_what_the_run_rejects_and_guesses_nothing() {
+        let err = RunConfig::from_toml("[rollout]\ngroup_size = 16\nmax_batch = 8\n").unwrap_err().to_string();
+        assert!(err.contains("`rollout.max_batch` (8)"), "{err}");
+        let err = RunConfig::from_toml("[optimizer]\neps = -1.0\n").unwrap_err().to_string();
+        assert!(err.contains("`optimizer.eps`"), "{err}");
+        let err = RunConfig::from_toml("[optimizer]\nmin_lr_ratio = 2.0\n").unwrap_err().to_string();
+        assert!(err.contains("`optimizer.min_lr_ratio`"), "{err}");
+        let plan = RunConfig::default().plan(Err("no tokenizer".into()), Err("no weights".into()));
+        let get = |k: &str| plan.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(get("tokens per step (at most)"), "unknown: no tokenizer");
+        assert_eq!(get("memory estimate"), "unknown: no tokenizer");
+        assert_eq!(get("samples per step"), "64 (8 prompts x group_size 8)");
+        let model = ModelSize::smollm2_135m();
+        let plan = RunConfig::default().plan(Ok(40), Err("no weights".into()));
+        assert!(plan.iter().any(|(k, v)| k == "memory estimate" && v == "unknown: no weights"));
+        assert!(RunConfig::default().plan(Ok(40), Ok(&model)).iter().all(|(_, v)| !v.starts_with("unknown")));
+    }
+
+    #[test]
+    fn async_mode_corrects_stale_rollouts_by_default() {
+        let sync = RunConfig::default();
+        assert_eq!(sync.effective_policy_loss().tis_cap, None);
+        let mut run = RunConfig::from_toml("[runtime]\nmode = \"async\"\n").unwrap();
+        assert_eq!(run.effective_policy_loss().tis_cap, Some(DEFAULT_TIS_CAP));
+        run.algorithm.policy_loss.tis_cap = Some(3.0);
+        assert_eq!(run.effective_policy_loss().tis_cap, Some(3.0));
+        let off = RunConfig::from_toml("[runtime]\nmode = \"async\"\n[algorithm]\nstale_correction = \"none\"\n").unwrap();
+        assert_eq!(off.effective_policy_loss().tis_cap, None);
     }
 
     #[test]

@@ -82,6 +82,9 @@ enum Loaded {
 /// Salt separating the held-out generator stream from the training one.
 const EVAL_SALT: u64 = 0x5eed_e7a1;
 
+/// Training problems the generator is asked for, at most, to find one that is not held out.
+const TRAINABLE_PROBE: u64 = 10_000;
+
 impl ProblemStream {
     /// Opens the source. For a dataset, the last `held_out` lines (after a seeded shuffle) are the
     /// held-out set and are excluded from training; for the generator, held-out problems come from a
@@ -115,6 +118,15 @@ impl ProblemStream {
                     order: vec![],
                     held_out: seen,
                 };
+                // Training skips held-out problems: if they are all there is, it would never find one.
+                let trainable = (0..TRAINABLE_PROBE).any(|i| {
+                    !stream.held_out.contains(&arithmetic::problem(seed, i, *min_level, *max_level, "train").question)
+                });
+                if !trainable {
+                    bail!(
+                        "data.eval_prompts = {held_out} holds out every problem levels {min_level}..={max_level} generate: nothing is left to train on; lower `data.eval_prompts` or widen the levels"
+                    );
+                }
                 Ok((stream, eval))
             }
             DataSource::Jsonl { path } => {
@@ -129,7 +141,14 @@ impl ProblemStream {
                 }
                 problems.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ EVAL_SALT));
                 let eval = problems.split_off(problems.len() - held_out);
-                let held_out = eval.iter().map(|p| p.question.clone()).collect();
+                let held_out: HashSet<String> = eval.iter().map(|p| p.question.clone()).collect();
+                // Training skips a problem whose question is held out (duplicates included).
+                if problems.iter().all(|p| held_out.contains(&p.question)) {
+                    bail!(
+                        "data.source.path {}: every training problem repeats a held-out question, so nothing is left to train on; lower `data.eval_prompts` or deduplicate the file",
+                        path.display()
+                    );
+                }
                 let mut stream = Self { source: Loaded::Jsonl { problems }, seed, cursor: DataCursor::default(), order: vec![], held_out };
                 stream.shuffle_epoch();
                 Ok((stream, eval))
@@ -149,10 +168,22 @@ impl ProblemStream {
         self.cursor
     }
 
-    /// Continues from a checkpointed cursor.
-    pub fn seek(&mut self, cursor: DataCursor) {
+    /// Continues from a checkpointed cursor; one past the end of the data (which changed since the
+    /// checkpoint) is an error.
+    pub fn seek(&mut self, cursor: DataCursor) -> anyhow::Result<()> {
+        if let Loaded::Jsonl { problems } = &self.source
+            && cursor.position as usize >= problems.len()
+        {
+            bail!(
+                "the data cursor (epoch {}, position {}) is outside the data ({} training problems): the dataset changed since the checkpoint; resume with the data it was trained on",
+                cursor.epoch,
+                cursor.position,
+                problems.len()
+            );
+        }
         self.cursor = cursor;
         self.shuffle_epoch();
+        Ok(())
     }
 
     /// The next training problem.
@@ -274,7 +305,7 @@ mod tests {
         }
         let cursor = b.cursor();
         let (mut c, _) = ProblemStream::open(&src, 7, 16).unwrap();
-        c.seek(cursor);
+        c.seek(cursor).unwrap();
         assert_eq!((0..30).map(|_| c.next_problem()).collect::<Vec<_>>(), first[20..]);
     }
 
@@ -314,5 +345,24 @@ mod tests {
         assert_eq!(s.cursor(), DataCursor { epoch: 1, position: 0 });
         let err = ProblemStream::open(&DataSource::Jsonl { path }, 1, 10).unwrap_err().to_string();
         assert!(err.contains("data.eval_prompts"), "{err}");
+        // A cursor past the (now shorter) data is an error, not a panic.
+        let err = s.seek(DataCursor { epoch: 1, position: 7 }).unwrap_err().to_string();
+        assert!(err.contains("outside the data (7 training problems)"), "{err}");
+        assert!(s.seek(DataCursor { epoch: 2, position: 6 }).is_ok());
+    }
+
+    #[test]
+    fn a_held_out_split_that_leaves_nothing_to_train_on_is_an_error() {
+        // Every line asks the same question: holding one out holds them all out.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        let lines: Vec<String> = (0..5).map(|i| serde_json::json!({"prompt": "q", "ground_truth": i}).to_string()).collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let err = ProblemStream::open(&DataSource::Jsonl { path }, 1, 1).unwrap_err().to_string();
+        assert!(err.contains("nothing is left to train on"), "{err}");
+        // Level 1 has 100 distinct problems (a + b, digits): holding out all of them.
+        let err = ProblemStream::open(&DataSource::Arithmetic { min_level: 1, max_level: 1 }, 3, 100).unwrap_err().to_string();
+        assert!(err.contains("nothing is left to train on"), "{err}");
+        assert!(ProblemStream::open(&DataSource::Arithmetic { min_level: 1, max_level: 1 }, 3, 50).is_ok());
     }
 }

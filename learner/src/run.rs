@@ -33,7 +33,7 @@ use crate::config::{Mode, RunConfig};
 use crate::data::{DataCursor, Problem, ProblemStream};
 use crate::driver::{DriverStart, WeightSink, drive};
 use crate::eval::EvalReport;
-use crate::reward::{Prompter, Reward, Scorer};
+use crate::reward::{Prompter, Reward, Score, Scorer};
 use crate::trainer::{Learner, StepStats};
 
 /// Files of a checkpoint directory besides the HF model files.
@@ -70,6 +70,9 @@ const ACTOR_DIR: &str = "actor";
 pub struct TrainOptions {
     /// A checkpoint directory to continue from.
     pub resume: Option<PathBuf>,
+    /// Replace a run already in the run directory (its records and checkpoints are deleted); without
+    /// it, and without `resume`, a run directory holding another run is refused.
+    pub overwrite: bool,
     /// Print one metrics line per step on stderr.
     pub verbose: bool,
 }
@@ -188,14 +191,33 @@ pub async fn train_with(
     let verifier = tokio::spawn(run_worker(MemoryStage { input: rollouts_rx, output: scored_tx }, scorer, WorkerConfig::default(), workers.clone()));
     let control = Arc::new(MemoryControl::default());
     let result = drive(start, prompts_tx, scored_rx, control, WeightSink::InProcess(weights), shutdown).await;
-    // Stop the workers (abandoning a prefetched batch) and surface their failures, with their cause.
+    // Stop the workers (abandoning a prefetched batch) and surface their failures, with their cause:
+    // a worker that failed is why the driver stopped, so its error comes first.
     workers.cancel();
     let actor = actor.await;
     let verifier = verifier.await;
-    let summary = result?;
-    actor.context("the actor task panicked")?.context("the actor failed")?;
-    verifier.context("the verifier task panicked")?.context("the verifier failed")?;
-    Ok(summary)
+    outcome(result, [worker_failure("actor", actor), worker_failure("verifier", verifier)])
+}
+
+/// A worker task's failure, with its cause.
+fn worker_failure<T, E: Into<anyhow::Error>>(name: &str, joined: Result<Result<T, E>, tokio::task::JoinError>) -> Option<anyhow::Error> {
+    match joined {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.into().context(format!("the {name} failed"))),
+        Err(e) => Some(anyhow::anyhow!("the {name} task panicked: {e}")),
+    }
+}
+
+/// The run's result: a worker's failure first (it is why the driver stopped, and the driver's own
+/// error, such as a closed queue, says only that), with the driver's error as context.
+fn outcome<T>(driver: anyhow::Result<T>, workers: [Option<anyhow::Error>; 2]) -> anyhow::Result<T> {
+    match workers.into_iter().flatten().next() {
+        None => driver,
+        Some(e) => Err(match driver {
+            Ok(_) => e,
+            Err(d) => e.context(format!("the run stopped ({d:#})")),
+        }),
+    }
 }
 
 /// What verifiers take from the run config.
@@ -216,7 +238,7 @@ impl GroupScorer for RewardGroups {
         group
             .rollouts
             .iter()
-            .map(|r| match self.0.score(&problem, &r.response_token_ids) {
+            .map(|r| match score_isolated(self.0.as_ref(), &problem, &r.response_token_ids) {
                 Ok(s) => SampleScore {
                     reward: s.reward,
                     correct: s.correct,
@@ -229,22 +251,37 @@ impl GroupScorer for RewardGroups {
     }
 }
 
+/// One reward call, a panic in it (a verifier bug) caught and returned as that sample's error: the
+/// sample gets an error verdict and the run goes on, as `rlvr-verifier check` does per line.
+fn score_isolated(reward: &dyn Reward, problem: &Problem, response: &[u32]) -> anyhow::Result<Score> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reward.score(problem, response))).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(anyhow::anyhow!("the reward function panicked: {what}"))
+    })
+}
+
 /// Loads what the loop starts from: the model and its learner from the config's model or from the
 /// checkpoint being resumed, the data stream at its cursor, the prompter.
 pub fn prepare(config: RunConfig, options: TrainOptions, eval_reward: Arc<dyn Reward>) -> anyhow::Result<DriverStart> {
     config.validate()?;
     let start = Instant::now();
     let run_dir = config.runtime.run_dir.clone();
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating the run directory {}", run_dir.display()))?;
-    std::fs::write(run_dir.join(CONFIG_FILE), toml::to_string_pretty(&config)?)?;
+    claim_run_dir(&config, &options)?;
     let (model_dir, state) = match &options.resume {
         Some(dir) => {
             let text = std::fs::read_to_string(dir.join(STATE_FILE))
                 .with_context(|| format!("{} is not an rlvr checkpoint (no {STATE_FILE})", dir.display()))?;
+            check_resumed_config(dir, &config)?;
             (dir.clone(), Some(serde_json::from_str::<TrainerState>(&text)?))
         }
         None => (config.model.path.clone(), None),
     };
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating the run directory {}", run_dir.display()))?;
+    std::fs::write(run_dir.join(CONFIG_FILE), toml::to_string_pretty(&config)?)?;
     let model_config = ModelConfig::from_file(&model_dir.join("config.json"))
         .with_context(|| format!("loading {} (run scripts/setup-model.sh for the default model)", model_dir.display()))?;
     let weights = rlvr_common::checkpoint::read_weights(&model_dir)?;
@@ -272,7 +309,7 @@ pub fn prepare(config: RunConfig, options: TrainOptions, eval_reward: Arc<dyn Re
         if s.seed != config.runtime.seed {
             bail!("the checkpoint was trained with runtime.seed = {}, the config says {}; resume with the same seed", s.seed, config.runtime.seed);
         }
-        stream.seek(s.data);
+        stream.seek(s.data).with_context(|| format!("resuming {}", options.resume.as_deref().unwrap_or(Path::new("?")).display()))?;
         step = s.step;
         version = s.weight_version;
         eval_before = s.eval_before.clone();
@@ -304,6 +341,88 @@ pub fn prepare(config: RunConfig, options: TrainOptions, eval_reward: Arc<dyn Re
         actor_weights,
         tokenizer_dir,
     })
+}
+
+/// What a run leaves in its directory.
+const RUN_FILES: [&str; 5] = [CONFIG_FILE, "metrics.jsonl", "trained_groups.jsonl", "summary.json", "checkpoints"];
+
+/// A run directory is one run's: starting in one that holds another run is refused unless the start
+/// resumes it or replaces it (`overwrite`: its records and checkpoints are deleted). A directory
+/// whose run has the same config and no checkpoint yet is that run starting over (a learner restarted
+/// before its first checkpoint): nothing of it is lost.
+fn claim_run_dir(config: &RunConfig, options: &TrainOptions) -> anyhow::Result<()> {
+    let dir = &config.runtime.run_dir;
+    let present: Vec<&str> = RUN_FILES.iter().copied().filter(|f| dir.join(f).exists()).collect();
+    if present.is_empty() || options.resume.is_some() {
+        return Ok(());
+    }
+    if options.overwrite {
+        for f in &present {
+            let path = dir.join(f);
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.with_context(|| format!("removing {} (--overwrite)", path.display()))?;
+        }
+        return Ok(());
+    }
+    let saved = std::fs::read_to_string(dir.join(CONFIG_FILE)).ok().and_then(|t| toml::from_str::<RunConfig>(&t).ok());
+    let has_checkpoint = crate::distributed::latest_checkpoint(dir).is_some();
+    if saved.as_ref() == Some(config) && !has_checkpoint {
+        return Ok(());
+    }
+    let continue_with = match crate::distributed::latest_checkpoint(dir) {
+        Some(ckpt) => format!("continue it with --resume {}", ckpt.display()),
+        None => "it has no checkpoint to resume".into(),
+    };
+    bail!(
+        "the run directory {} already holds a run ({}): {continue_with}, replace it with --overwrite, or set runtime.run_dir (--run-dir) to a new directory",
+        dir.display(),
+        present.join(", ")
+    )
+}
+
+/// Resuming with a different model, data, algorithm or seed is refused, naming each difference (other
+/// fields, such as `runtime.steps`, may change).
+fn check_resumed_config(checkpoint: &Path, config: &RunConfig) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(checkpoint.join(CONFIG_FILE)) else {
+        tracing::warn!("{} has no {CONFIG_FILE}: resuming without comparing configs", checkpoint.display());
+        return Ok(());
+    };
+    let saved: RunConfig =
+        toml::from_str(&text).with_context(|| format!("reading {}", checkpoint.join(CONFIG_FILE).display()))?;
+    let changes = config_changes(&saved, config);
+    if !changes.is_empty() {
+        bail!(
+            "resuming {} with a config that differs from the one it was trained with: {}; resume with the same settings, or start a new run (another runtime.run_dir, or --overwrite) to change them",
+            checkpoint.display(),
+            changes.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// The differences, as `path: old -> new`, between two configs in what a resumed run must keep: the
+/// model, the data, the algorithm and the seed.
+pub fn config_changes(saved: &RunConfig, new: &RunConfig) -> Vec<String> {
+    fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let null = serde_json::Value::Null;
+                    diff(&format!("{path}.{k}"), x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} -> {b}")),
+            _ => {}
+        }
+    }
+    let (a, b) = (serde_json::to_value(saved).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default());
+    let mut out = Vec::new();
+    for section in ["model", "data", "algorithm"] {
+        diff(section, &a[section], &b[section], &mut out);
+    }
+    diff("runtime.seed", &a["runtime"]["seed"], &b["runtime"]["seed"], &mut out);
+    out
 }
 
 /// Keeps the JSONL records of `path` whose `step` is at most `step` (the rest are redone on resume).
@@ -375,4 +494,40 @@ pub fn save_checkpoint(
 /// Host copies of weights as a map (for building models).
 pub fn weight_map(weights: Vec<(String, HostTensor)>) -> std::collections::HashMap<String, HostTensor> {
     weights.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panics;
+    impl Reward for Panics {
+        fn score(&self, _: &Problem, response: &[u32]) -> anyhow::Result<Score> {
+            if response.is_empty() {
+                panic!("index out of bounds in a verifier");
+            }
+            Ok(Score { reward: 1.0, correct: true, no_answer: false })
+        }
+    }
+
+    #[test]
+    fn a_panicking_reward_gives_that_sample_an_error_verdict() {
+        let problem = Problem { id: String::new(), question: String::new(), ground_truth: String::new() };
+        let e = score_isolated(&Panics, &problem, &[]).unwrap_err();
+        assert!(format!("{e}").contains("panicked: index out of bounds in a verifier"), "{e}");
+        assert!(score_isolated(&Panics, &problem, &[1]).unwrap().correct);
+    }
+
+    #[test]
+    fn a_failed_worker_is_the_error_with_its_cause() {
+        let actor = || worker_failure::<(), _>("actor", Ok(Err(anyhow::anyhow!("weights of the wrong shape"))));
+        let driver: anyhow::Result<u32> = Err(anyhow::anyhow!("the rollout queue closed"));
+        let text = format!("{:#}", outcome(driver, [actor(), None]).unwrap_err());
+        assert!(text.starts_with("the run stopped (the rollout queue closed): the actor failed: weights of the wrong shape"), "{text}");
+        // A worker that failed after the driver finished still fails the run.
+        let text = format!("{:#}", outcome(Ok(1), [None, worker_failure::<(), _>("verifier", Ok(Err(anyhow::anyhow!("boom"))))]).unwrap_err());
+        assert_eq!(text, "the verifier failed: boom");
+        assert_eq!(outcome(Ok(1), [None, None]).unwrap(), 1);
+        assert!(worker_failure::<(), anyhow::Error>("actor", Ok(Ok(()))).is_none());
+    }
 }

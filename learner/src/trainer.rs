@@ -26,7 +26,7 @@ use crate::algo::advantage::{AdvantageEstimator, gae, outcome_advantages, token_
 use crate::algo::loss::{LossAgg, PolicyExtras, PolicyInputs, policy_loss, value_loss};
 use crate::config::{AlgorithmSection, RunConfig};
 use crate::critic::Critic;
-use crate::optim::{AdamW, AdamWConfig, GradAccumulator, LrDecay, LrSchedule, clip_grad_norm};
+use crate::optim::{AdamW, AdamWConfig, GradAccumulator, LrSchedule, clip_grad_norm};
 
 /// One sequence to train on.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +59,12 @@ pub struct StepStats {
     pub logprob_mismatch: f64,
     pub micro_batches: usize,
     pub optimizer_steps: usize,
+    /// Policy updates skipped because the gradient norm was not finite (NaN or infinite): the
+    /// mini-batch's accumulated gradients are dropped whole and the weights and optimiser state are
+    /// left as they were, as verl's `dp_actor.py` does.
+    pub skipped_updates: usize,
+    /// The same for the critic (GAE only).
+    pub critic_skipped_updates: usize,
     /// The critic's clipped value loss (GAE only).
     pub value_loss: Option<f64>,
     /// Share of response tokens where value clipping was the larger branch (GAE only).
@@ -115,20 +121,7 @@ impl Learner {
         let model = CausalLm::<CpuAutodiff>::from_weights(model_config, weights, &device)?;
         let o = &config.optimizer;
         let total = (config.runtime.steps * config.algorithm.mini_batches) as u64;
-        let adam = AdamWConfig {
-            lr: o.lr,
-            betas: o.betas,
-            eps: o.eps,
-            weight_decay: o.weight_decay,
-            exclude_1d_from_decay: false,
-            schedule: LrSchedule {
-                warmup_steps: o.warmup_steps as u64,
-                decay: if o.schedule == "cosine" { LrDecay::Cosine } else { LrDecay::Constant },
-                total_steps: total,
-                min_lr_ratio: o.min_lr_ratio,
-                ..Default::default()
-            },
-        };
+        let adam = config.adamw_config();
         let optim = match resume {
             Some(dir) => {
                 // A resumed run continues the same run: the checkpoint's optimiser settings win.
@@ -169,7 +162,8 @@ impl Learner {
             model: Some(model),
             reference,
             optim,
-            algo: config.algorithm.clone(),
+            // Async mode's stale-rollout correction is part of the loss as trained.
+            algo: AlgorithmSection { policy_loss: config.effective_policy_loss(), ..config.algorithm.clone() },
             grad_clip: o.grad_clip,
             temperature: config.rollout.temperature,
             micro_batch_tokens: config.runtime.micro_batch_tokens,
@@ -328,8 +322,11 @@ impl Learner {
                         stats.optimizer_steps += 1;
                     }
                     Err(e) => {
+                        // No partial update: the micro-batches' gradients go, the weights stay.
+                        tracing::warn!(error = %e, "skipped a policy update: the gradient is not finite");
                         self.model = Some(model);
-                        return Err(anyhow::anyhow!("skipped the update: {e}"));
+                        stats.grad_norm = f64::NAN;
+                        stats.skipped_updates += 1;
                     }
                 }
             }
@@ -424,8 +421,10 @@ impl Learner {
                 Ok(())
             }
             Err(e) => {
+                tracing::warn!(error = %e, "skipped a critic update: the gradient is not finite");
                 critic.model = Some(model);
-                Err(anyhow::anyhow!("skipped the critic's update: {e}"))
+                stats.critic_skipped_updates += 1;
+                Ok(())
             }
         }
     }

@@ -79,7 +79,7 @@ fn tiny_run(tmp: &Path) -> RunConfig {
 
 fn embedded(config: &RunConfig) -> RunSummary {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let options = TrainOptions { resume: None, verbose: false };
+    let options = TrainOptions { resume: None, overwrite: false, verbose: false };
     rt.block_on(train_with(config.clone(), options, CancellationToken::new(), Arc::new(EvenTokens), Arc::new(EvenTokens))).unwrap()
 }
 
@@ -110,7 +110,7 @@ fn distributed(config: &RunConfig, redis_dir: &Path, actors: usize, verifiers: u
                 anyhow::Ok(())
             }));
         }
-        let options = TrainOptions { resume: None, verbose: false };
+        let options = TrainOptions { resume: None, overwrite: false, verbose: false };
         let summary = rlvr_learner::distributed::run_learner(config.clone(), options, &url, shutdown.clone()).await.unwrap();
         // The finished run is `stopped`: the actors see it and leave; the verifiers are told.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -206,7 +206,7 @@ fn pause_resume_checkpoint_and_drain_steer_a_live_run() {
         };
         let learner = {
             let (config, url, token) = (config.clone(), url.clone(), shutdown.clone());
-            tokio::spawn(async move { rlvr_learner::distributed::run_learner(config, TrainOptions { resume: None, verbose: false }, &url, token).await })
+            tokio::spawn(async move { rlvr_learner::distributed::run_learner(config, TrainOptions { resume: None, overwrite: false, verbose: false }, &url, token).await })
         };
         let wait_for = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
             let start = std::time::Instant::now();

@@ -159,7 +159,7 @@ fn tiny_model_dir(dir: &Path) {
 
 fn run(config: &RunConfig, resume: Option<&Path>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let options = TrainOptions { resume: resume.map(Path::to_path_buf), verbose: false };
+    let options = TrainOptions { resume: resume.map(Path::to_path_buf), overwrite: false, verbose: false };
     rt.block_on(train_with_reward(config.clone(), options, CancellationToken::new(), Arc::new(EvenTokens))).unwrap();
 }
 
@@ -301,4 +301,92 @@ fn critic_warmup_trains_only_the_critic_first() {
     }
     assert_eq!(value_means[0], 0.0);
     assert!(value_means[2] != 0.0, "the critic did not move during the warm-up: {value_means:?}");
+}
+
+/// A non-finite gradient (here from non-finite rewards, which make the advantages NaN) skips that
+/// mini-batch's update whole: no error, the weights and optimiser state as they were, the skip
+/// counted; the next batch trains as usual. With a critic, its update is skipped the same way.
+#[test]
+fn a_non_finite_gradient_skips_the_update_and_is_counted() {
+    for estimator in [AdvantageEstimator::Grpo, AdvantageEstimator::Gae] {
+        let device = Default::default();
+        let model = CausalLm::<Cpu>::random(tiny_config(61), 5, &device);
+        let mut config = RunConfig::default();
+        config.algorithm.advantage.estimator = estimator;
+        config.algorithm.mini_batches = 2;
+        config.optimizer.grad_clip = 1.0;
+        let weights: HashMap<_, _> = model.to_host_weights().into_iter().collect();
+        let mut learner = Learner::new(&config, model.config.clone(), weights.clone(), None, None).unwrap();
+        let sample = |group: u64, response: Vec<u32>, reward: f32| TrainSample {
+            group,
+            prompt: vec![5, 9, 13],
+            rollout_log_probs: vec![-1.0; response.len()],
+            response,
+            reward,
+        };
+        // Every reward non-finite, so that every mini-batch (however the batch is split) sees it.
+        let poisoned: Vec<TrainSample> = (0..8u32)
+            .map(|i| sample(u64::from(i / 4), vec![3 + i, 4], if i % 2 == 0 { f32::NAN } else { f32::INFINITY }))
+            .collect();
+        let stats = learner.train_on(&poisoned).expect("a non-finite gradient does not end the run");
+        assert_eq!(stats.optimizer_steps, 0, "{estimator:?}: {stats:?}");
+        assert_eq!(stats.skipped_updates, 2, "{estimator:?}: {stats:?}");
+        if estimator == AdvantageEstimator::Gae {
+            assert_eq!(stats.critic_skipped_updates, 2, "{stats:?}");
+        }
+        let after: HashMap<_, _> = learner.host_weights().into_iter().collect();
+        for (name, w) in &weights {
+            assert_eq!(w.data, after[name].data, "{estimator:?}: {name} changed after skipped updates");
+        }
+        // The skip is in the metrics (null grad norm, the counter) and the next batch trains.
+        let metrics = serde_json::to_value(stats).unwrap();
+        assert_eq!(metrics["skipped_updates"], 2);
+        let clean: Vec<TrainSample> = (0..8u32).map(|i| sample(u64::from(i / 4), vec![3 + i, 4], (i % 2) as f32)).collect();
+        let stats = learner.train_on(&clean).unwrap();
+        assert_eq!((stats.optimizer_steps, stats.skipped_updates), (2, 0), "{estimator:?}: {stats:?}");
+        let trained: HashMap<_, _> = learner.host_weights().into_iter().collect();
+        assert!(weights.iter().any(|(name, w)| w.data != trained[name].data), "{estimator:?}: nothing trained");
+    }
+}
+
+fn try_run(config: &RunConfig, resume: Option<&Path>, overwrite: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let options = TrainOptions { resume: resume.map(Path::to_path_buf), overwrite, verbose: false };
+    rt.block_on(train_with_reward(config.clone(), options, CancellationToken::new(), Arc::new(EvenTokens))).map(|_| ())
+}
+
+/// A run directory holds one run: starting another there is refused unless it resumes the run or
+/// replaces it (`--overwrite`); resuming with another model, data, algorithm or seed is refused, naming
+/// each difference; raising `runtime.steps` is not a difference.
+#[test]
+fn a_run_directory_is_never_silently_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_run(tmp.path());
+    config.runtime.steps = 1;
+    config.runtime.checkpoint_every = 1;
+    config.runtime.run_dir = tmp.path().join("run");
+    try_run(&config, None, false).unwrap();
+    let checkpoint = config.runtime.run_dir.join("checkpoints/step-1");
+    assert!(checkpoint.join("trainer_state.json").exists());
+
+    let err = format!("{:#}", try_run(&config, None, false).unwrap_err());
+    assert!(err.contains("already holds a run") && err.contains("--resume") && err.contains("--overwrite"), "{err}");
+    assert_eq!(metrics(&config.runtime.run_dir).len(), 1, "the refused start changed the run");
+
+    // Resuming with a changed algorithm and seed names both; with more steps only, it continues.
+    let mut changed = config.clone();
+    changed.runtime.steps = 2;
+    changed.runtime.seed += 1;
+    changed.algorithm.mini_batches += 1;
+    let err = format!("{:#}", try_run(&changed, Some(&checkpoint), false).unwrap_err());
+    assert!(err.contains("runtime.seed: 0 -> 1") && err.contains("algorithm.mini_batches: 1 -> 2"), "{err}");
+    let mut more = config.clone();
+    more.runtime.steps = 2;
+    try_run(&more, Some(&checkpoint), false).unwrap();
+    assert_eq!(metrics(&config.runtime.run_dir).len(), 2);
+
+    // --overwrite replaces it: its checkpoints and records go, a fresh one-step run is there.
+    try_run(&config, None, true).unwrap();
+    assert_eq!(metrics(&config.runtime.run_dir).len(), 1);
+    assert!(!config.runtime.run_dir.join("checkpoints/step-2").exists(), "an old checkpoint survived --overwrite");
 }
