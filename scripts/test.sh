@@ -22,3 +22,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The CUDA / NCCL path must keep compiling even where no GPU is present.
 cargo check -p rlvr-learner --features cuda
 cargo test --workspace
+# Fuzz what parses model output and wire input, briefly (cargo-fuzz; its instrumented build is most of
+# the time): any crash fails the run.
+scripts/fuzz.sh 15
