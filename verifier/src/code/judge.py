@@ -146,6 +146,11 @@ def _rlvr_judge():
     for name in names:
         if name not in g and not hasattr(builtins, name):
             g[name] = remote(name)
+    # The function under test is the program's even where the prompt defines it (as a stub): some
+    # tests call it by name as well as as `candidate`.
+    if mode == "check":
+        for t in tests:
+            g[t["entry_point"]] = remote(t["entry_point"])
 
     def report(i, status, error):
         emit("%d %s - %s" % (i, status, hexed(error)))
