@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::algo::advantage::{AdvantageConfig, AdvantageEstimator};
 use crate::algo::loss::PolicyLossConfig;
 use crate::data::DataSource;
-use crate::optim::{AdamWConfig, LrDecay, LrSchedule};
+use crate::optim::{AdamWConfig, LrDecay, LrSchedule, OptimError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -427,10 +427,12 @@ impl RunConfig {
         }
         // What the optimiser itself would refuse when the run builds it (eps, weight decay, the
         // schedule's ratios and warm-up), refused here too, with the run config's field names.
-        self.adamw_config().validate().map_err(|e| {
-            let named = e.to_string().replace("optimizer config: `schedule.", "`optimizer.").replace("optimizer config: `", "`optimizer.");
-            anyhow::anyhow!("{named}")
-        })?;
+        match self.adamw_config().validate() {
+            Ok(()) => {}
+            // `[optimizer]` holds the schedule's fields too.
+            Err(OptimError::Config { field, message }) => bail!("`optimizer.{}` {message}", field.trim_start_matches("schedule.")),
+            Err(e) => bail!("{e}"),
+        }
         if rt.mode == Mode::Async && rt.max_staleness < 1 {
             bail!("`runtime.mode = \"async\"` trains on rollouts one version old, but `runtime.max_staleness` is 0; set it to 1 or use mode = \"sync\"");
         }

@@ -365,11 +365,11 @@ fn claim_run_dir(config: &RunConfig, options: &TrainOptions) -> anyhow::Result<(
         return Ok(());
     }
     let saved = std::fs::read_to_string(dir.join(CONFIG_FILE)).ok().and_then(|t| toml::from_str::<RunConfig>(&t).ok());
-    let has_checkpoint = crate::distributed::latest_checkpoint(dir).is_some();
-    if saved.as_ref() == Some(config) && !has_checkpoint {
+    let checkpoint = crate::distributed::latest_checkpoint(dir);
+    if saved.as_ref() == Some(config) && checkpoint.is_none() {
         return Ok(());
     }
-    let continue_with = match crate::distributed::latest_checkpoint(dir) {
+    let continue_with = match checkpoint {
         Some(ckpt) => format!("continue it with --resume {}", ckpt.display()),
         None => "it has no checkpoint to resume".into(),
     };

@@ -119,9 +119,8 @@ impl Learner {
         let critic_weights = use_critic.then(|| weights.clone());
         let critic_model_config = model_config.clone();
         let model = CausalLm::<CpuAutodiff>::from_weights(model_config, weights, &device)?;
-        let o = &config.optimizer;
-        let total = (config.runtime.steps * config.algorithm.mini_batches) as u64;
         let adam = config.adamw_config();
+        let total = adam.schedule.total_steps;
         let optim = match resume {
             Some(dir) => {
                 // A resumed run continues the same run: the checkpoint's optimiser settings win.
@@ -164,7 +163,7 @@ impl Learner {
             optim,
             // Async mode's stale-rollout correction is part of the loss as trained.
             algo: AlgorithmSection { policy_loss: config.effective_policy_loss(), ..config.algorithm.clone() },
-            grad_clip: o.grad_clip,
+            grad_clip: config.optimizer.grad_clip,
             temperature: config.rollout.temperature,
             micro_batch_tokens: config.runtime.micro_batch_tokens,
             critic,

@@ -141,8 +141,8 @@ fn compile(patterns: &[impl AsRef<str>]) -> Result<Vec<Regex>, String> {
         .collect()
 }
 
-static DEFAULT_ABSTENTION_RE: LazyLock<Vec<Regex>> =
-    LazyLock::new(|| compile(DEFAULT_ABSTENTIONS).expect("the default abstention patterns compile"));
+static DEFAULT_ABSTENTION_RE: LazyLock<Arc<Vec<Regex>>> =
+    LazyLock::new(|| Arc::new(compile(DEFAULT_ABSTENTIONS).expect("the default abstention patterns compile")));
 
 /// The configured abstention patterns, compiled once per distinct list (a small cache: a run uses
 /// one or a few lists).
@@ -150,8 +150,7 @@ fn abstention_patterns(cfg: &TruthConfig) -> Result<Arc<Vec<Regex>>, String> {
     type Cache = Vec<(Vec<String>, Result<Arc<Vec<Regex>>, String>)>;
     static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
     if cfg.abstention_patterns.is_empty() {
-        static DEFAULT: LazyLock<Arc<Vec<Regex>>> = LazyLock::new(|| Arc::new(DEFAULT_ABSTENTION_RE.clone()));
-        return Ok(DEFAULT.clone());
+        return Ok(DEFAULT_ABSTENTION_RE.clone());
     }
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, compiled)) = cache.iter().find(|(k, _)| *k == cfg.abstention_patterns) {

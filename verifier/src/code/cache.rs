@@ -20,7 +20,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use wasmtime::{Engine, Module};
 
-use super::sandbox::{SandboxConfig, SandboxError, hex, setup_err};
+use super::sandbox::{SandboxConfig, SandboxError, from_hex, hex, setup_err};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -41,8 +41,9 @@ pub(crate) fn load_module(engine: &Engine, config: &SandboxConfig, bytes: &[u8],
 }
 
 fn load_with_key(engine: &Engine, path: &Path, bytes: &[u8], key: &[u8]) -> Result<Module, SandboxError> {
+    let load = || verified(path, key).and_then(|file| deserialize(engine, file).map_err(|e| format!("{e:#}")));
     if path.exists() {
-        match verified(path, key).and_then(|file| deserialize(engine, file).map_err(|e| format!("{e:#}"))) {
+        match load() {
             Ok(m) => return Ok(m),
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "not loading the compiled-module cache entry; compiling"),
         }
@@ -59,10 +60,7 @@ fn load_with_key(engine: &Engine, path: &Path, bytes: &[u8], key: &[u8]) -> Resu
         tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled module");
     }
     // Prefer the cached file: it is memory-mapped, so the code and initial memory image are shared.
-    match verified(path, key).and_then(|file| deserialize(engine, file).map_err(|e| format!("{e:#}"))) {
-        Ok(m) => Ok(m),
-        Err(_) => Ok(module),
-    }
+    Ok(load().unwrap_or(module))
 }
 
 fn mac_path(path: &Path) -> PathBuf {
@@ -81,11 +79,7 @@ fn mac_of(key: &[u8], data: &[u8]) -> String {
 /// file renamed over the entry after the check is not the one loaded.
 fn verified(path: &Path, key: &[u8]) -> Result<File, String> {
     let want = std::fs::read_to_string(mac_path(path)).map_err(|e| format!("no keyed hash beside it ({e})"))?;
-    let want: Vec<u8> = (0..want.trim().len())
-        .step_by(2)
-        .map(|i| want.trim().get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<_>>()
-        .ok_or("its keyed hash is not hex")?;
+    let want = from_hex(want.trim()).ok_or("its keyed hash is not hex")?;
     let mut file = File::open(path).map_err(|e| e.to_string())?;
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
     let mut buf = vec![0u8; 1 << 20];
@@ -128,11 +122,7 @@ fn cache_key() -> &'static [u8] {
 }
 
 fn parse_hex_key(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if text.len() != 2 * KEY_BYTES {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    from_hex(text.trim()).filter(|k| k.len() == KEY_BYTES)
 }
 
 fn key_file() -> Option<PathBuf> {

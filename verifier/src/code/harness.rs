@@ -28,7 +28,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::sandbox::{RunLimits, RunStatus, Sandbox};
+use super::sandbox::{RunLimits, RunStatus, Sandbox, from_hex, hex};
 
 /// A guest script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +154,7 @@ pub(crate) struct ServeSpec<'a> {
 pub(crate) fn spec_arg(spec: &impl Serialize) -> String {
     let mut literal = String::new();
     py_literal(&serde_json::to_value(spec).unwrap_or_default(), &mut literal);
-    literal.bytes().map(|b| format!("{b:02x}")).collect()
+    hex(literal.as_bytes())
 }
 
 /// A fresh unguessable nonce (128 bits from the process's hash keys, a counter and the clock).
@@ -236,12 +236,7 @@ fn unhex(field: &str) -> Option<String> {
     if field == "-" {
         return Some(String::new());
     }
-    if !field.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..field.len()).step_by(2).map(|i| field.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
-    Some(String::from_utf8_lossy(&bytes?).into_owned())
+    from_hex(field).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Pick the records carrying `nonce` out of the run's stdout. Lines: `<test> <status> <hex stdout>
