@@ -8,10 +8,12 @@
 //! - [`batch`]: JSONL prompts in, JSONL rollouts out (`rlvr generate --input`)
 //! - [`actor_loop`]: prompt tasks in, rollout groups out (any transport), weight updates, staleness, shutdown
 //! - [`service`]: `rlvr actor`, the actor process of a distributed run (Redis)
+//! - [`metrics`]: the actor process's Prometheus metrics (weight version and syncs, groups)
 
 pub mod actor_loop;
 pub mod batch;
 pub mod engine;
 pub mod generate;
+pub mod metrics;
 pub mod sampling;
 pub mod service;

@@ -3,7 +3,7 @@
 //! the learner's weight server (verified against the announced checksum before the first sample).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -11,10 +11,13 @@ use rlvr_common::model::{CausalLm, Cpu, ModelConfig};
 use rlvr_common::protocol::{MemberInfo, Role};
 use rlvr_common::tokenizer::Tokenizer;
 use rlvr_common::transport::member::{hostname, spawn_membership, wait_for_run};
-use rlvr_common::transport::redis::{Queue, RedisConfig, RedisTransport};
+use rlvr_common::observe::prometheus_client::registry::Registry;
+use rlvr_common::observe::{Endpoints, ReadyCheck, serve_endpoints};
+use rlvr_common::transport::Control;
+use rlvr_common::transport::redis::{Queue, RedisConfig, RedisControl, RedisTransport};
 use rlvr_common::transport::unix_time;
 use rlvr_common::weights::InProcessWeights;
-use rlvr_common::weights::tcp::{FetchDeadlines, follow};
+use rlvr_common::weights::tcp::{FetchDeadlines, SyncStats, follow};
 use tokio_util::sync::CancellationToken;
 
 use crate::actor_loop::{ActorConfig, ActorReport, ShutdownMode, run_actor};
@@ -28,10 +31,31 @@ pub struct ActorProcessConfig {
     pub actor_id: String,
     /// On shutdown, hand the tasks in hand back at once instead of finishing them.
     pub abort_on_shutdown: bool,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here.
+    pub metrics_addr: Option<String>,
 }
 
 /// Joins the run and samples until the run stops or `shutdown` fires.
 pub async fn run(config: ActorProcessConfig, shutdown: CancellationToken) -> anyhow::Result<ActorReport> {
+    // 0. The endpoints first: alive at once, ready once the model is built and while Redis answers.
+    let sync_stats: Arc<Mutex<SyncStats>> = Arc::default();
+    let groups_done = Arc::new(AtomicU64::new(0));
+    let loaded: Arc<OnceLock<Arc<RedisControl>>> = Arc::default();
+    let mut registry = Registry::default();
+    let refresh = crate::metrics::register(&mut registry, sync_stats.clone(), groups_done.clone());
+    let ready: ReadyCheck = {
+        let loaded = loaded.clone();
+        Arc::new(move || {
+            let control = loaded.get().cloned();
+            Box::pin(async move {
+                let control = control.ok_or("the model is not loaded yet")?;
+                control.state().await.map(|_| ()).map_err(|e| format!("Redis unreachable: {e}"))
+            })
+        })
+    };
+    serve_endpoints(config.metrics_addr.as_deref(), &Endpoints::new(registry, ready).with_refresh(refresh), shutdown.clone())
+        .await
+        .with_context(|| format!("binding the metrics endpoint {}", config.metrics_addr.as_deref().unwrap_or_default()))?;
     let transport = RedisTransport::connect(config.redis.clone()).await.context("while connecting to Redis")?;
     let control = Arc::new(transport.control());
     // 1. The run: model config and tokenizer.
@@ -41,7 +65,7 @@ pub async fn run(config: ActorProcessConfig, shutdown: CancellationToken) -> any
     let tokenizer = Tokenizer::from_json(&info.tokenizer_json, info.tokenizer_config_json.as_deref()).context("while loading the run's tokenizer")?;
     // 2. Weights: follow the announcements; the first version builds the model.
     let weights = InProcessWeights::new();
-    let (sync_stats, follower) = follow(control.clone(), weights.clone(), Duration::from_millis(200), FetchDeadlines::default(), shutdown.child_token());
+    let follower = follow(control.clone(), weights.clone(), Duration::from_millis(200), FetchDeadlines::default(), sync_stats.clone(), shutdown.child_token());
     let t = Instant::now();
     let first = loop {
         if let Some(u) = weights.current() {
@@ -56,8 +80,8 @@ pub async fn run(config: ActorProcessConfig, shutdown: CancellationToken) -> any
     let tensors = first.tensors.iter().cloned().collect();
     let model = CausalLm::<Cpu>::from_weights(model_config, tensors, &Default::default()).context("while building the model from the learner's weights")?;
     let engine = Engine::new(model, first.version, EngineConfig { max_batch_rows: info.actor.max_batch, ..Default::default() }).with_checksum(first.checksum.clone());
+    let _ = loaded.set(control.clone());
     // 3. Membership: a heartbeat with the weights it holds and its throughput.
-    let groups_done = Arc::new(AtomicU64::new(0));
     let (id, host, done, stats) = (config.actor_id.clone(), hostname(), groups_done.clone(), sync_stats.clone());
     let started = Instant::now();
     let member = spawn_membership(

@@ -11,6 +11,7 @@
 //! - [`protocol`]: the wire messages between learner, actors and verifiers, and their envelope
 //! - [`transport`]: the work queues and the control plane, in process and over Redis (feature `redis`)
 //! - [`weights`]: weight updates (version + checksum) and their transports
+//! - [`observe`]: Prometheus metrics, `/metrics`, `/healthz` and `/readyz` (feature `observe`)
 
 pub mod checkpoint;
 pub mod gguf;
@@ -22,3 +23,5 @@ pub mod transport;
 pub mod weights;
 #[cfg(feature = "model")]
 pub mod model;
+#[cfg(feature = "observe")]
+pub mod observe;

@@ -10,11 +10,13 @@
 //! - [`shaping`]: format reward and overlong penalty on top of any reward.
 //! - [`check`]: the `rlvr-verifier check` batch (JSONL in, JSONL out, in order, all cores).
 //! - [`worker`]: the verifier loop: rollout groups in, scored groups out, over any transport.
+//! - [`metrics`]: Prometheus metrics of scoring (verdicts by kind and outcome, latency, time-outs).
 
 pub mod budget;
 pub mod check;
 pub mod code;
 pub mod math;
+pub mod metrics;
 pub mod shaping;
 pub mod truth;
 pub mod verdict;

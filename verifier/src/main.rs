@@ -47,6 +47,9 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long, env = "RLVR_VERIFIER_THREADS")]
         threads: Option<usize>,
+        /// Serve `/metrics`, `/healthz` and `/readyz` here (e.g. `0.0.0.0:9090`).
+        #[arg(long, env = "RLVR_METRICS_ADDR")]
+        metrics_addr: Option<String>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -124,7 +127,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     rlvr_common::process::init_logging(cli.log_format);
     match cli.command {
-        Command::Serve { redis, run, id, threads, sandbox } => {
+        Command::Serve { redis, run, id, threads, metrics_addr, sandbox } => {
             rlvr_verifier::code::configure_shared(sandbox.config());
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("while starting the worker pool")?;
@@ -135,7 +138,7 @@ fn main() -> anyhow::Result<()> {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 rlvr_common::process::stop_on_signals(shutdown.clone(), "the verifier");
                 let config = rlvr_common::transport::redis::RedisConfig::new(redis, run);
-                rlvr_verifier::worker::serve(config, id, shutdown).await
+                rlvr_verifier::worker::serve(config, id, metrics_addr, shutdown).await
             })?;
             eprintln!("rlvr-verifier: scored {} groups ({} samples)", report.groups, report.samples);
         }

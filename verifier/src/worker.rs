@@ -188,19 +188,47 @@ pub async fn run_worker<S: Stage<RolloutGroup, ScoredGroup>>(
 }
 
 /// `rlvr-verifier serve`: joins a distributed run and scores its rollout groups until the run stops
-/// or `shutdown` fires (finishing the batch in hand).
-pub async fn serve(redis: rlvr_common::transport::redis::RedisConfig, verifier_id: String, shutdown: CancellationToken) -> anyhow::Result<WorkerReport> {
+/// or `shutdown` fires (finishing the batch in hand). With `metrics_addr`, serves `/metrics`,
+/// `/healthz` and `/readyz` there (ready once it has joined the run and while Redis answers).
+pub async fn serve(
+    redis: rlvr_common::transport::redis::RedisConfig,
+    verifier_id: String,
+    metrics_addr: Option<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<WorkerReport> {
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
 
     use anyhow::Context;
+    use rlvr_common::observe::{Endpoints, ReadyCheck, prometheus_client::registry::Registry, serve_endpoints};
     use rlvr_common::protocol::{MemberInfo, Role};
+    use rlvr_common::transport::Control;
     use rlvr_common::transport::member::{hostname, spawn_membership, wait_for_run};
-    use rlvr_common::transport::redis::{Queue, RedisTransport};
+    use rlvr_common::transport::redis::{Queue, RedisControl, RedisTransport};
 
+    // 1. The endpoints first: alive at once, ready once the run is joined.
+    let mut registry = Registry::default();
+    let metrics = crate::metrics::VerifierMetrics::register(&mut registry);
+    let joined: Arc<OnceLock<Arc<RedisControl>>> = Arc::default();
+    let ready: ReadyCheck = {
+        let joined = joined.clone();
+        Arc::new(move || {
+            let control = joined.get().cloned();
+            Box::pin(async move {
+                let control = control.ok_or("waiting for the run to start")?;
+                control.state().await.map(|_| ()).map_err(|e| format!("Redis unreachable: {e}"))
+            })
+        })
+    };
+    serve_endpoints(metrics_addr.as_deref(), &Endpoints::new(registry, ready), shutdown.clone())
+        .await
+        .with_context(|| format!("binding the metrics endpoint {}", metrics_addr.as_deref().unwrap_or_default()))?;
+    // 2. The run.
     let transport = RedisTransport::connect(redis).await.context("while connecting to Redis")?;
     let control = Arc::new(transport.control());
     let Some(info) = wait_for_run(control.as_ref(), &shutdown).await? else { return Ok(WorkerReport::default()) };
+    let _ = joined.set(control.clone());
     let transport = transport.with_queue_settings(&info.queues);
     let done = Arc::new(AtomicU64::new(0));
     let (id, host, counter, started) = (verifier_id.clone(), hostname(), done.clone(), Instant::now());
@@ -222,27 +250,13 @@ pub async fn serve(redis: rlvr_common::transport::redis::RedisConfig, verifier_i
         shutdown.clone(),
     );
     let stage = transport.stage(Queue::Rollouts, Queue::Scored, &verifier_id).await?;
-    let scorer: Arc<dyn GroupScorer> = Arc::new(Counting { inner: RewardScorer::new(&info.reward), done });
+    let scorer: Arc<dyn GroupScorer> = Arc::new(crate::metrics::Metered { inner: Arc::new(RewardScorer::new(&info.reward)), metrics, done });
     tracing::info!(id = %verifier_id, run = %transport.run(), "verifier up");
     let keep_every = Duration::from_secs_f64(info.queues.visibility_timeout_s / 3.0);
     let report = run_worker(stage, scorer, WorkerConfig { verifier_id, keep_every, ..Default::default() }, shutdown.clone()).await;
     shutdown.cancel();
     let _ = member.await;
     Ok(report?)
-}
-
-/// Counts scored groups for the heartbeat.
-struct Counting {
-    inner: RewardScorer,
-    done: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl GroupScorer for Counting {
-    fn score(&self, group: &RolloutGroup) -> Vec<SampleScore> {
-        let scores = self.inner.score(group);
-        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        scores
-    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,15 @@ pub struct MemoryTx<T> {
     tx: mpsc::Sender<T>,
 }
 
+impl<T: Send + 'static> MemoryTx<T> {
+    /// Reads how many messages are queued and not yet taken, without keeping the queue open (it
+    /// closes when every sender is dropped, probe or not).
+    pub fn length_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let weak = self.tx.downgrade();
+        move || weak.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity())
+    }
+}
+
 impl<T> Clone for MemoryTx<T> {
     fn clone(&self) -> Self {
         Self { tx: self.tx.clone() }

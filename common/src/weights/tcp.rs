@@ -217,21 +217,27 @@ pub struct SyncStats {
     pub last_seconds: f64,
     pub bytes: u64,
     pub last_error: Option<String>,
+    /// Durations of the syncs since the metrics last took them (at most [`SyncStats::KEPT`]).
+    pub recent_seconds: Vec<f64>,
+}
+
+impl SyncStats {
+    pub const KEPT: usize = 256;
 }
 
 /// Follows the weights the control plane announces: fetches each new version, verifies it and makes it
 /// current in `weights` (which the actor loop swaps in between batches). A failed fetch is retried at
-/// the next poll; the actor keeps its weights meanwhile.
+/// the next poll; the actor keeps its weights meanwhile. What it does goes into `stats`.
 pub fn follow<C: Control + 'static>(
     control: Arc<C>,
     weights: InProcessWeights,
     poll: Duration,
     deadlines: FetchDeadlines,
+    stats: Arc<Mutex<SyncStats>>,
     shutdown: CancellationToken,
-) -> (Arc<Mutex<SyncStats>>, tokio::task::JoinHandle<()>) {
-    let stats: Arc<Mutex<SyncStats>> = Arc::default();
-    let s = stats.clone();
-    let task = tokio::spawn(async move {
+) -> tokio::task::JoinHandle<()> {
+    let s = stats;
+    tokio::spawn(async move {
         let mut failures_in_a_row = 0u32;
         loop {
             let announced = match control.weights().await {
@@ -256,6 +262,10 @@ pub fn follow<C: Control + 'static>(
                             s.last_version = Some(a.version);
                             s.last_seconds = t.elapsed().as_secs_f64();
                             s.bytes += a.bytes;
+                            if s.recent_seconds.len() < SyncStats::KEPT {
+                                let seconds = s.last_seconds;
+                                s.recent_seconds.push(seconds);
+                            }
                         }
                     }
                     Err(e) => {
@@ -274,8 +284,7 @@ pub fn follow<C: Control + 'static>(
                 () = tokio::time::sleep(wait) => {}
             }
         }
-    });
-    (stats, task)
+    })
 }
 
 #[cfg(test)]
