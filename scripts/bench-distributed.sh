@@ -44,7 +44,7 @@ read -r EMB EMB_S < <(summary "$WORK/embedded")
 echo "embedded: $EMB samples/s ($EMB_S s)"
 
 echo "== distributed: rlvr up --actors 1 --verifiers 1 ($STEPS steps)"
-"$BIN/rlvr" up "$WORK/run.toml" --run-dir "$WORK/distributed" --actors 1 --verifiers 1 --quiet
+"$BIN/rlvr" up "$WORK/run.toml" --run-dir "$WORK/distributed" --actors 1 --verifiers 1 --quiet --dashboard off
 read -r DIS DIS_S < <(summary "$WORK/distributed")
 echo "distributed: $DIS samples/s ($DIS_S s)"
 

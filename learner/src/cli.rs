@@ -94,6 +94,11 @@ pub struct TrainArgs {
     /// without it a run directory holding another run is refused.
     #[arg(long, env = "RLVR_OVERWRITE", conflicts_with = "resume")]
     pub overwrite: bool,
+    /// Serve the operator dashboard with `/metrics`, `/healthz` and `/readyz` here (e.g.
+    /// `127.0.0.1:8080`; `rlvr up` serves it there by default). Its run controls need the bearer token
+    /// in `RLVR_DASHBOARD_TOKEN`; without one it is read-only.
+    #[arg(long, env = "RLVR_DASHBOARD")]
+    pub dashboard: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +136,9 @@ pub struct ActorArgs {
     /// On SIGTERM hand the tasks in hand back at once instead of finishing them.
     #[arg(long, env = "RLVR_ABORT_ON_SHUTDOWN")]
     pub abort_on_shutdown: bool,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (e.g. `0.0.0.0:9090`).
+    #[arg(long, env = "RLVR_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -325,7 +333,8 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let summary = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         rlvr_common::process::stop_on_signals(shutdown.clone(), "training");
-        train(config.clone(), TrainOptions { resume: args.resume, overwrite: args.overwrite, verbose: !args.quiet }, shutdown).await
+        let options = TrainOptions { resume: args.resume, overwrite: args.overwrite, verbose: !args.quiet, dashboard: args.dashboard, dashboard_token: dashboard_token() };
+        train(config.clone(), options, shutdown).await
     })?;
     report(&summary);
     Ok(())
@@ -365,11 +374,21 @@ fn run_learner(args: LearnerArgs) -> anyhow::Result<()> {
     let summary = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         rlvr_common::process::stop_on_signals(shutdown.clone(), "the learner");
-        crate::distributed::run_learner(config, TrainOptions { resume, overwrite: args.fresh || args.train.overwrite, verbose: !args.train.quiet }, &args.redis, shutdown).await
+        let options = TrainOptions {
+            resume,
+            overwrite: args.fresh || args.train.overwrite,
+            verbose: !args.train.quiet,
+            dashboard: args.train.dashboard,
+            dashboard_token: dashboard_token(),
+        };
+        crate::distributed::run_learner(config, options, &args.redis, shutdown).await
     })?;
     report(&summary);
     Ok(())
 }
+
+/// Where `rlvr up` serves the dashboard unless told otherwise.
+const DEFAULT_DASHBOARD: &str = "127.0.0.1:8080";
 
 fn run_up(args: UpArgs) -> anyhow::Result<()> {
     let mut config = train_config(&args.train)?;
@@ -389,6 +408,11 @@ fn run_up(args: UpArgs) -> anyhow::Result<()> {
     if args.train.quiet {
         learner_args.push("--quiet".into());
     }
+    // The dashboard is on by default here (`--dashboard off` turns it off).
+    match args.train.dashboard.as_deref() {
+        Some("off") => {}
+        addr => learner_args.extend(["--dashboard".to_string(), addr.unwrap_or(DEFAULT_DASHBOARD).to_string()]),
+    }
     let options = crate::distributed::UpOptions { config, actors: args.actors.max(1), verifiers: args.verifiers.max(1), redis: args.redis, learner_args };
     let runtime = tokio::runtime::Runtime::new()?;
     let status = runtime.block_on(crate::distributed::up(options))?;
@@ -396,6 +420,11 @@ fn run_up(args: UpArgs) -> anyhow::Result<()> {
         bail!("the learner exited with {status}");
     }
     Ok(())
+}
+
+/// The dashboard's bearer token, from the environment only (a flag would show in `ps`).
+fn dashboard_token() -> Option<String> {
+    std::env::var("RLVR_DASHBOARD_TOKEN").ok().filter(|t| !t.is_empty())
 }
 
 fn run_actor_process(args: ActorArgs) -> anyhow::Result<()> {
@@ -407,6 +436,7 @@ fn run_actor_process(args: ActorArgs) -> anyhow::Result<()> {
             redis: rlvr_common::transport::redis::RedisConfig::new(args.redis, args.run),
             actor_id: args.id.unwrap_or_else(|| rlvr_common::transport::member::member_id("actor")),
             abort_on_shutdown: args.abort_on_shutdown,
+            metrics_addr: args.metrics_addr,
         };
         rlvr_actor::service::run(config, shutdown).await
     })?;

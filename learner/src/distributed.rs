@@ -73,6 +73,12 @@ pub async fn run_learner(config: RunConfig, options: TrainOptions, redis_url: &s
     };
     control.publish_info(&info).await?;
     control.set_state(RunState::Running).await?;
+    // The dashboard and /metrics, /healthz, /readyz.
+    let web = shutdown.child_token();
+    if let Some(addr) = &start.options.dashboard {
+        let view = Arc::new(crate::telemetry::RedisView(transport.clone()));
+        crate::dashboard::serve(addr, start.telemetry.clone(), view, start.options.dashboard_token.clone(), web.clone()).await?;
+    }
     // 2. The weight server.
     let server = WeightServer::bind(&config.distributed.weights_bind, shutdown.child_token())
         .await
@@ -118,6 +124,7 @@ pub async fn run_learner(config: RunConfig, options: TrainOptions, redis_url: &s
         control.set_state(RunState::Stopped).await?;
     }
     background.cancel();
+    web.cancel();
     let _ = member.await;
     let _ = trimmer.await;
     result

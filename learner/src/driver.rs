@@ -39,6 +39,7 @@ use crate::data::{DataCursor, Problem, ProblemStream};
 use crate::eval::{EvalParams, EvalReport};
 use crate::reward::{Prompter, Reward};
 use crate::run::{RunSummary, StepMetrics, TrainOptions, TrainerState, save_checkpoint};
+use crate::telemetry::RunTelemetry;
 use crate::trainer::{Learner, StepStats, TrainSample};
 
 /// Where the learner's weights go.
@@ -69,6 +70,8 @@ pub struct DriverStart {
     pub actor_weights: Option<(u64, Vec<(String, HostTensor)>)>,
     /// Where the tokenizer files of checkpoints come from.
     pub tokenizer_dir: PathBuf,
+    /// Metrics, live events and rollout groups for operators.
+    pub telemetry: Arc<RunTelemetry>,
 }
 
 /// One issued group.
@@ -266,6 +269,11 @@ impl<P: Outbox<PromptTask>, I: Inbox<ScoredGroup>, C: Control> Driver<P, I, C> {
                 r = self.scored.recv(256, Duration::from_secs(1)) => r.context("while collecting scored groups")?,
                 () = shutdown.cancelled() => return Ok(None),
             };
+            // A run stopped mid-step (`rlvr ctl stop`, the dashboard) has no workers left to finish it.
+            if arrived.is_empty() && self.control.state().await? == RunState::Stopped {
+                tracing::info!(step, "the run was stopped during the step");
+                return Ok(None);
+            }
         }
         // Groups beyond a full batch (replacements that arrived late) are not trained on.
         c.kept.sort_by_key(|g| g.rollouts.group.slot);
@@ -437,7 +445,8 @@ where
     I: Inbox<ScoredGroup>,
     C: Control,
 {
-    let DriverStart { config, options, start, mut learner, stream, held_out, prompter, eval_reward, mut step, mut version, mut eval_before, resumed, actor_weights, tokenizer_dir } = start;
+    let DriverStart { config, options, start, mut learner, stream, held_out, prompter, eval_reward, mut step, mut version, mut eval_before, resumed, actor_weights, tokenizer_dir, telemetry } = start;
+    telemetry.set_ready();
     let run_dir = config.runtime.run_dir.clone();
     let reissue_after = Duration::from_secs_f64(config.distributed.reissue_after_s);
     let trained_log = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("trained_groups.jsonl"))?;
@@ -477,6 +486,8 @@ where
         let t = Instant::now();
         let report = evaluate_weights(&learner, &config, &held_out, &prompter, &eval_reward, &eval_params).instrument(tracing::info_span!("eval")).await?;
         eprintln!("eval before: {} in {:.1}s", report.summary(), t.elapsed().as_secs_f64());
+        telemetry.phase("eval", t.elapsed().as_secs_f64());
+        telemetry.eval("before", report.pass_at_1_mean, &report.summary());
         eval_before = Some(report);
     }
     // 3. Results a previous incarnation collected and never saw checkpointed: reused where they fit.
@@ -507,6 +518,11 @@ where
         let state = TrainerState { step, weight_version: version, data, seed: config.runtime.seed, eval_before: eval_before.clone(), actor_weight_version: actor.map(|(v, _)| *v) };
         save_checkpoint(&run_dir, &config, learner, &state, actor.map(|(_, w)| w.as_slice()), &tokenizer_dir)
     };
+    // A progress bar over the steps when stderr is a terminal (hidden otherwise).
+    let progress = indicatif::ProgressBar::new(config.runtime.steps as u64).with_position(step as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len} {msg} (eta {eta})").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     while step < config.runtime.steps && !shutdown.is_cancelled() {
         // 0. The run's state: paused waits here; stopped ends the run; draining ends it after this step.
         let Some(draining) = d.obey_state(&shutdown).await? else { break };
@@ -514,6 +530,7 @@ where
         let t_rollout = Instant::now();
         let Some(collected) = d.collect(step, version, &shutdown).instrument(tracing::info_span!("collect", step)).await? else { break };
         let rollout_s = t_rollout.elapsed().as_secs_f64();
+        telemetry.phase("collect", rollout_s);
         // 2. Async: hand the actors the next batch now, sampled with the current weights while we train.
         let next_cursor = d.stream.cursor();
         let prefetch = config.runtime.mode == Mode::Async && step + 1 < config.runtime.steps && !draining;
@@ -558,12 +575,14 @@ where
             stats?
         };
         let train_s = t_train.elapsed().as_secs_f64();
+        telemetry.phase("train", train_s);
         // 4. Publish the new weights (checksummed).
         let t_sync = Instant::now();
         version += 1;
         step += 1;
         d.publish(version, learner.host_weights()).instrument(tracing::info_span!("publish", version)).await?;
         let sync_s = t_sync.elapsed().as_secs_f64();
+        telemetry.phase("publish", sync_s);
         // 5. Record.
         total_samples += n_samples;
         let all: Vec<(&rlvr_common::rollout::Rollout, &rlvr_common::protocol::SampleScore)> =
@@ -585,18 +604,27 @@ where
             train: train_stats,
         };
         if options.verbose {
-            eprintln!("{}", m.line());
+            if progress.is_hidden() {
+                eprintln!("{}", m.line());
+            } else {
+                progress.println(m.line());
+            }
         }
+        progress.set_position(step as u64);
+        progress.set_message(format!("reward {:.3}", m.reward_mean));
         serde_json::to_writer(&mut metrics_file, &m)?;
         metrics_file.write_all(b"\n")?;
         metrics_file.flush()?;
+        telemetry.step(&m, &collected.kept);
         d.log_trained(step, &collected.kept)?;
         // 6. Checkpoint when due, asked for (`rlvr ctl checkpoint`) or draining; then the scored groups it
         // covers are acknowledged.
         batch_cursor = if config.runtime.mode == Mode::Sync { d.stream.cursor() } else { next_cursor };
         let asked = d.control.take_checkpoint_request().await?;
         if checkpoint_due(step) || asked || draining {
+            let t = Instant::now();
             last_checkpoint = Some(tracing::info_span!("checkpoint", step).in_scope(|| save(&learner, step, version, batch_cursor, &eval_before, actor_weights.as_ref()))?);
+            telemetry.phase("checkpoint", t.elapsed().as_secs_f64());
             let ids = std::mem::take(&mut d.unacked);
             d.scored.ack(&ids).await?;
         }
@@ -617,6 +645,7 @@ where
             d.issue_batch(step as u64, prompts_per_step, version).instrument(tracing::info_span!("issue", step)).await?;
         }
     }
+    progress.finish_and_clear();
     // 8. Save where we are (also when stopped early: the batch in flight is redone on resume).
     let stopped_early = step < config.runtime.steps;
     if last_checkpoint.as_ref().is_none_or(|p: &PathBuf| !p.ends_with(format!("step-{step}"))) || stopped_early {
@@ -635,6 +664,8 @@ where
         let t = Instant::now();
         let report = evaluate_weights(&learner, &config, &held_out, &prompter, &eval_reward, &eval_params).instrument(tracing::info_span!("eval")).await?;
         eprintln!("eval after: {} in {:.1}s", report.summary(), t.elapsed().as_secs_f64());
+        telemetry.phase("eval", t.elapsed().as_secs_f64());
+        telemetry.eval("after", report.pass_at_1_mean, &report.summary());
         eval_after = Some(report);
     }
     let seconds = start.elapsed().as_secs_f64();

@@ -13,12 +13,15 @@
 //! - [`driver`]: the learner's loop over any transport (one function, one span per phase)
 //! - [`run`]: the embedded mode of `rlvr train`, the start of a run, checkpoints and resume
 //! - [`distributed`]: `rlvr learner`, `rlvr ctl` and `rlvr up` over Redis
+//! - [`telemetry`]: the run's Prometheus metrics, live events and last rollout groups
+//! - [`dashboard`]: the operator dashboard (axum), with `/metrics`, `/healthz` and `/readyz`
 //! - [`cli`]: the `rlvr` commands
 
 pub mod algo;
 pub mod cli;
 pub mod config;
 pub mod critic;
+pub mod dashboard;
 pub mod data;
 pub mod distributed;
 pub mod driver;
@@ -27,4 +30,5 @@ pub mod memory;
 pub mod optim;
 pub mod reward;
 pub mod run;
+pub mod telemetry;
 pub mod trainer;

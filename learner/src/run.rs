@@ -14,24 +14,30 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rlvr_actor::actor_loop::{ActorConfig, Decode, run_actor};
+use rlvr_common::transport::TransportError;
 use rlvr_actor::engine::{Engine, EngineConfig};
 use rlvr_common::checkpoint::{HostTensor, SaveDtype};
 use rlvr_common::model::{CausalLm, Cpu, ModelConfig};
-use rlvr_common::protocol::{PromptTask, RewardSettings, RolloutGroup, SampleScore, ScoredGroup};
+use rlvr_common::protocol::{MemberInfo, PromptTask, RewardSettings, Role, RolloutGroup, SampleScore, ScoredGroup};
 use rlvr_common::tokenizer::Tokenizer;
+use rlvr_common::transport::member::spawn_membership;
 use rlvr_common::transport::memory::{self, MemoryControl, MemoryStage};
-use rlvr_common::weights::InProcessWeights;
+use rlvr_common::weights::{InProcessWeights, WeightSubscriber};
+use rlvr_verifier::metrics::Metered;
 use rlvr_verifier::worker::{GroupScorer, RewardScorer, WorkerConfig, run_worker};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Mode, RunConfig};
 use crate::data::{DataCursor, Problem, ProblemStream};
+use crate::dashboard::serve as serve_dashboard;
 use crate::driver::{DriverStart, WeightSink, drive};
+use crate::telemetry::{EmbeddedView, RunTelemetry};
 use crate::eval::EvalReport;
 use crate::reward::{Prompter, Reward, Score, Scorer};
 use crate::trainer::{Learner, StepStats};
@@ -75,6 +81,10 @@ pub struct TrainOptions {
     pub overwrite: bool,
     /// Print one metrics line per step on stderr.
     pub verbose: bool,
+    /// Serve the dashboard, `/metrics`, `/healthz` and `/readyz` here (`127.0.0.1:8080`).
+    pub dashboard: Option<String>,
+    /// The bearer token the dashboard's controls need (`RLVR_DASHBOARD_TOKEN`); read-only without.
+    pub dashboard_token: Option<String>,
 }
 
 /// The end of a run.
@@ -187,9 +197,48 @@ pub async fn train_with(
     let tokenizer = start.prompter.tokenizer().clone();
     let decode: Decode = Arc::new(move |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default());
     let actor_config = ActorConfig { max_staleness: config.runtime.max_staleness, one_group_at_a_time: config.rollout.batch_invariant, ..Default::default() };
+    let actor_done = actor_config.groups_done.clone();
+    let verifier_done = Arc::new(AtomicU64::new(0));
+    let scorer: Arc<dyn GroupScorer> = match start.telemetry.verifier_metrics() {
+        Some(metrics) => Arc::new(Metered { inner: scorer, metrics, done: verifier_done.clone() }),
+        None => scorer,
+    };
+    let (prompts_len, rollouts_len, scored_len) = (prompts_tx.length_probe(), rollouts_tx.length_probe(), scored_tx.length_probe());
+    let weights_view = weights.clone();
     let actor = tokio::spawn(run_actor(engine, MemoryStage { input: prompts_rx, output: rollouts_tx }, Arc::new(weights.clone()), decode, actor_config, workers.clone()));
     let verifier = tokio::spawn(run_worker(MemoryStage { input: rollouts_rx, output: scored_tx }, scorer, WorkerConfig::default(), workers.clone()));
     let control = Arc::new(MemoryControl::default());
+    // The dashboard, and the embedded workers as members of the run.
+    let telemetry = start.telemetry.clone();
+    let view = Arc::new(EmbeddedView {
+        control: control.clone(),
+        queues: vec![("prompts", Box::new(move || prompts_len() as u64)), ("rollouts", Box::new(move || rollouts_len() as u64)), ("scored", Box::new(move || scored_len() as u64))],
+    });
+    if let Some(addr) = &start.options.dashboard {
+        serve_dashboard(addr, telemetry, view, start.options.dashboard_token.clone(), workers.clone()).await?;
+    }
+    let host = rlvr_common::transport::member::hostname();
+    for (id, role, done) in [("actor-0", Role::Actor, actor_done), ("verifier-0", Role::Verifier, verifier_done)] {
+        let (host, weights, start_time) = (host.clone(), weights_view.clone(), Instant::now());
+        spawn_membership(
+            control.clone(),
+            move || {
+                let n = done.load(Ordering::Relaxed);
+                MemberInfo {
+                    id: id.into(),
+                    role,
+                    host: host.clone(),
+                    weight_version: (role == Role::Actor).then(|| weights.latest().map(|(v, _)| v)).flatten(),
+                    groups_per_s: n as f64 / start_time.elapsed().as_secs_f64().max(1e-9),
+                    groups_done: n,
+                    at: rlvr_common::transport::unix_time(),
+                }
+            },
+            Duration::from_secs(1),
+            // Its own token: a stopped run ends the heartbeat, and the driver stops the workers.
+            workers.child_token(),
+        );
+    }
     let result = drive(start, prompts_tx, scored_rx, control, WeightSink::InProcess(weights), shutdown).await;
     // Stop the workers (abandoning a prefetched batch) and surface their failures, with their cause:
     // a worker that failed is why the driver stopped, so its error comes first.
@@ -209,9 +258,13 @@ fn worker_failure<T, E: Into<anyhow::Error>>(name: &str, joined: Result<Result<T
 }
 
 /// The run's result: a worker's failure first (it is why the driver stopped, and the driver's own
-/// error, such as a closed queue, says only that), with the driver's error as context.
+/// error, such as a closed queue, says only that), with the driver's error as context. Once the driver
+/// has finished, a worker that found its queue closed was only stopped mid-hand-off (the other side
+/// had gone): that is the end of the run, not a failure.
 fn outcome<T>(driver: anyhow::Result<T>, workers: [Option<anyhow::Error>; 2]) -> anyhow::Result<T> {
-    match workers.into_iter().flatten().next() {
+    let closed = |e: &anyhow::Error| e.chain().any(|c| matches!(c.downcast_ref::<TransportError>(), Some(TransportError::Closed)));
+    let finished = driver.is_ok();
+    match workers.into_iter().flatten().find(|e| !(finished && closed(e))) {
         None => driver,
         Some(e) => Err(match driver {
             Ok(_) => e,
@@ -325,6 +378,8 @@ pub fn prepare(config: RunConfig, options: TrainOptions, eval_reward: Arc<dyn Re
     let tokenizer_dir = tokenizer_dir(&config, &options);
     let tokenizer = Tokenizer::from_dir(&tokenizer_dir).with_context(|| format!("loading the tokenizer of {}", tokenizer_dir.display()))?;
     let prompter = Arc::new(Prompter::new(tokenizer, &config, &model_config.eos_token_ids));
+    let decoder = prompter.tokenizer().clone();
+    let telemetry = Arc::new(RunTelemetry::new(&run_dir, &config.distributed.run, Arc::new(move |ids: &[u32]| decoder.decode(ids, false).unwrap_or_default())));
     Ok(DriverStart {
         resumed: state.is_some(),
         config,
@@ -340,6 +395,7 @@ pub fn prepare(config: RunConfig, options: TrainOptions, eval_reward: Arc<dyn Re
         eval_before,
         actor_weights,
         tokenizer_dir,
+        telemetry,
     })
 }
 
@@ -499,6 +555,7 @@ pub fn weight_map(weights: Vec<(String, HostTensor)>) -> std::collections::HashM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rlvr_actor::actor_loop::ActorError;
 
     struct Panics;
     impl Reward for Panics {
@@ -528,6 +585,10 @@ mod tests {
         let text = format!("{:#}", outcome(Ok(1), [None, worker_failure::<(), _>("verifier", Ok(Err(anyhow::anyhow!("boom"))))]).unwrap_err());
         assert_eq!(text, "the verifier failed: boom");
         assert_eq!(outcome(Ok(1), [None, None]).unwrap(), 1);
+        // ...unless it only found its queue closed as the run ended.
+        let closed = || worker_failure::<(), _>("actor", Ok(Err(ActorError::Transport(TransportError::Closed))));
+        assert_eq!(outcome(Ok(1), [closed(), None]).unwrap(), 1);
+        assert!(outcome(Err::<u32, _>(anyhow::anyhow!("stopped")), [closed(), None]).is_err());
         assert!(worker_failure::<(), anyhow::Error>("actor", Ok(Ok(()))).is_none());
     }
 }

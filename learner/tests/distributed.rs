@@ -8,8 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rlvr_common::checkpoint::{SaveDtype, read_weights};
-use rlvr_common::model::{CausalLm, Cpu, ModelConfig};
+use rlvr_common::checkpoint::read_weights;
 use rlvr_common::protocol::{RolloutGroup, SampleScore};
 use rlvr_common::transport::redis::{Queue, RedisConfig, RedisTransport};
 use rlvr_common::transport::redis_server::{Fsync, RedisServer};
@@ -17,8 +16,9 @@ use rlvr_learner::config::RunConfig;
 use rlvr_learner::reward::{Reward, Score};
 use rlvr_learner::run::{RunSummary, TrainOptions, train_with};
 use rlvr_verifier::worker::{GroupScorer, WorkerConfig, run_worker};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 /// Reward: the fraction of even token ids (a random model's outputs vary in it, so the run learns).
 struct EvenTokens;
@@ -49,21 +49,7 @@ impl Reward for EvenTokens {
 
 /// A tiny random model with SmolLM2's tokenizer, and a 3-step sync run of it.
 fn tiny_run(tmp: &Path) -> RunConfig {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/smollm2-135m-instruct");
-    assert!(root.join("tokenizer.json").exists(), "run scripts/setup-model.sh first (the test borrows SmolLM2's tokenizer)");
-    let model_dir = tmp.join("model");
-    let mut model_config = ModelConfig::from_json(json!({
-        "model_type": "llama", "vocab_size": 49152, "hidden_size": 32, "intermediate_size": 48,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
-        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "tie_word_embeddings": true,
-        "rope_theta": 10000.0, "eos_token_id": 2
-    }))
-    .unwrap();
-    model_config.eos_token_ids = vec![2];
-    CausalLm::<Cpu>::random(model_config, 9, &Default::default()).save(&model_dir, SaveDtype::F32).unwrap();
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(root.join(f), model_dir.join(f)).unwrap();
-    }
+    let model_dir = support::tiny_model(tmp, 9);
     let mut config = RunConfig::default();
     config.model.path = model_dir;
     config.rollout.group_size = 4;
@@ -79,7 +65,7 @@ fn tiny_run(tmp: &Path) -> RunConfig {
 
 fn embedded(config: &RunConfig) -> RunSummary {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let options = TrainOptions { resume: None, overwrite: false, verbose: false };
+    let options = TrainOptions { resume: None, overwrite: false, verbose: false, ..Default::default() };
     rt.block_on(train_with(config.clone(), options, CancellationToken::new(), Arc::new(EvenTokens), Arc::new(EvenTokens))).unwrap()
 }
 
@@ -97,6 +83,7 @@ fn distributed(config: &RunConfig, redis_dir: &Path, actors: usize, verifiers: u
                 redis: RedisConfig::new(url.clone(), run.clone()),
                 actor_id: format!("actor-{i}"),
                 abort_on_shutdown: false,
+                metrics_addr: None,
             };
             let token = shutdown.child_token();
             workers.push(tokio::spawn(async move { rlvr_actor::service::run(config, token).await.map(|_| ()) }));
@@ -110,7 +97,7 @@ fn distributed(config: &RunConfig, redis_dir: &Path, actors: usize, verifiers: u
                 anyhow::Ok(())
             }));
         }
-        let options = TrainOptions { resume: None, overwrite: false, verbose: false };
+        let options = TrainOptions { resume: None, overwrite: false, verbose: false, ..Default::default() };
         let summary = rlvr_learner::distributed::run_learner(config.clone(), options, &url, shutdown.clone()).await.unwrap();
         // The finished run is `stopped`: the actors see it and leave; the verifiers are told.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -193,7 +180,7 @@ fn pause_resume_checkpoint_and_drain_steer_a_live_run() {
         let server = RedisServer::start(&tmp.path().join("redis"), Fsync::EverySec).expect("redis-server must be installed (scripts/test.sh installs it)");
         let url = server.url();
         let shutdown = CancellationToken::new();
-        let actor = rlvr_actor::service::ActorProcessConfig { redis: RedisConfig::new(url.clone(), "steered"), actor_id: "actor-0".into(), abort_on_shutdown: false };
+        let actor = rlvr_actor::service::ActorProcessConfig { redis: RedisConfig::new(url.clone(), "steered"), actor_id: "actor-0".into(), abort_on_shutdown: false, metrics_addr: None };
         let actor = tokio::spawn(rlvr_actor::service::run(actor, shutdown.child_token()));
         let verifier = {
             let (url, token) = (url.clone(), shutdown.child_token());
@@ -206,7 +193,7 @@ fn pause_resume_checkpoint_and_drain_steer_a_live_run() {
         };
         let learner = {
             let (config, url, token) = (config.clone(), url.clone(), shutdown.clone());
-            tokio::spawn(async move { rlvr_learner::distributed::run_learner(config, TrainOptions { resume: None, overwrite: false, verbose: false }, &url, token).await })
+            tokio::spawn(async move { rlvr_learner::distributed::run_learner(config, TrainOptions { resume: None, overwrite: false, verbose: false, ..Default::default() }, &url, token).await })
         };
         let wait_for = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
             let start = std::time::Instant::now();

@@ -13,32 +13,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use rlvr_common::checkpoint::{SaveDtype, read_weights};
-use rlvr_common::model::{CausalLm, Cpu, ModelConfig};
+use rlvr_common::checkpoint::read_weights;
 use rlvr_common::transport::redis_server::{Fsync, RedisServer};
 use rlvr_learner::config::RunConfig;
-use serde_json::json;
+
+mod support;
 
 const STEPS: usize = 20;
 
 /// A tiny random model with SmolLM2's tokenizer; a sync run that learns from every sampled token (the
 /// entropy bonus makes every update depend on what was sampled, even where the math reward is 0).
 fn setup(tmp: &Path) -> RunConfig {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/smollm2-135m-instruct");
-    assert!(root.join("tokenizer.json").exists(), "run scripts/setup-model.sh first (the test borrows SmolLM2's tokenizer)");
-    let model_dir = tmp.join("model");
-    let mut model_config = ModelConfig::from_json(json!({
-        "model_type": "llama", "vocab_size": 49152, "hidden_size": 32, "intermediate_size": 48,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
-        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "tie_word_embeddings": true,
-        "rope_theta": 10000.0, "eos_token_id": 2
-    }))
-    .unwrap();
-    model_config.eos_token_ids = vec![2];
-    CausalLm::<Cpu>::random(model_config, 11, &Default::default()).save(&model_dir, SaveDtype::F32).unwrap();
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(root.join(f), model_dir.join(f)).unwrap();
-    }
+    let model_dir = support::tiny_model(tmp, 11);
     let mut config = RunConfig::default();
     config.model.path = model_dir;
     config.rollout.group_size = 4;

@@ -159,7 +159,7 @@ fn tiny_model_dir(dir: &Path) {
 
 fn run(config: &RunConfig, resume: Option<&Path>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let options = TrainOptions { resume: resume.map(Path::to_path_buf), overwrite: false, verbose: false };
+    let options = TrainOptions { resume: resume.map(Path::to_path_buf), overwrite: false, verbose: false, ..Default::default() };
     rt.block_on(train_with_reward(config.clone(), options, CancellationToken::new(), Arc::new(EvenTokens))).unwrap();
 }
 
@@ -351,7 +351,7 @@ fn a_non_finite_gradient_skips_the_update_and_is_counted() {
 
 fn try_run(config: &RunConfig, resume: Option<&Path>, overwrite: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let options = TrainOptions { resume: resume.map(Path::to_path_buf), overwrite, verbose: false };
+    let options = TrainOptions { resume: resume.map(Path::to_path_buf), overwrite, verbose: false, ..Default::default() };
     rt.block_on(train_with_reward(config.clone(), options, CancellationToken::new(), Arc::new(EvenTokens))).map(|_| ())
 }
 

@@ -1,0 +1,28 @@
+//! What the learner's integration tests share: a tiny random model that speaks SmolLM2's tokenizer.
+
+use std::path::{Path, PathBuf};
+
+use rlvr_common::checkpoint::SaveDtype;
+use rlvr_common::model::{CausalLm, Cpu, ModelConfig};
+use serde_json::json;
+
+/// Writes a tiny random Llama (2 layers, hidden 32) with SmolLM2's 49,152-token vocabulary and its
+/// tokenizer files into `dir/model`, initialised from `seed`, and returns that directory.
+pub fn tiny_model(dir: &Path, seed: u64) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/smollm2-135m-instruct");
+    assert!(root.join("tokenizer.json").exists(), "run scripts/setup-model.sh first (the test borrows SmolLM2's tokenizer)");
+    let model_dir = dir.join("model");
+    let mut model_config = ModelConfig::from_json(json!({
+        "model_type": "llama", "vocab_size": 49152, "hidden_size": 32, "intermediate_size": 48,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "tie_word_embeddings": true,
+        "rope_theta": 10000.0, "eos_token_id": 2
+    }))
+    .unwrap();
+    model_config.eos_token_ids = vec![2];
+    CausalLm::<Cpu>::random(model_config, seed, &Default::default()).save(&model_dir, SaveDtype::F32).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(root.join(f), model_dir.join(f)).unwrap();
+    }
+    model_dir
+}
