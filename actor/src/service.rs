@@ -12,8 +12,7 @@ use rlvr_common::protocol::{MemberInfo, Role};
 use rlvr_common::tokenizer::Tokenizer;
 use rlvr_common::transport::member::{hostname, spawn_membership, wait_for_run};
 use rlvr_common::observe::prometheus_client::registry::Registry;
-use rlvr_common::observe::{Endpoints, ReadyCheck, serve_endpoints};
-use rlvr_common::transport::Control;
+use rlvr_common::observe::{Endpoints, ready_when_joined, serve_endpoints};
 use rlvr_common::transport::redis::{Queue, RedisConfig, RedisControl, RedisTransport};
 use rlvr_common::transport::unix_time;
 use rlvr_common::weights::InProcessWeights;
@@ -43,16 +42,7 @@ pub async fn run(config: ActorProcessConfig, shutdown: CancellationToken) -> any
     let loaded: Arc<OnceLock<Arc<RedisControl>>> = Arc::default();
     let mut registry = Registry::default();
     let refresh = crate::metrics::register(&mut registry, sync_stats.clone(), groups_done.clone());
-    let ready: ReadyCheck = {
-        let loaded = loaded.clone();
-        Arc::new(move || {
-            let control = loaded.get().cloned();
-            Box::pin(async move {
-                let control = control.ok_or("the model is not loaded yet")?;
-                control.state().await.map(|_| ()).map_err(|e| format!("Redis unreachable: {e}"))
-            })
-        })
-    };
+    let ready = ready_when_joined(loaded.clone(), "the model is not loaded yet");
     serve_endpoints(config.metrics_addr.as_deref(), &Endpoints::new(registry, ready).with_refresh(refresh), shutdown.clone())
         .await
         .with_context(|| format!("binding the metrics endpoint {}", config.metrics_addr.as_deref().unwrap_or_default()))?;

@@ -47,6 +47,18 @@ pub fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
+/// Ready once `joined` holds the run's control plane (set when the process can work) and while that
+/// answers; `waiting` says what it waits for until then.
+pub fn ready_when_joined<C: crate::transport::Control + 'static>(joined: Arc<std::sync::OnceLock<Arc<C>>>, waiting: &'static str) -> ReadyCheck {
+    Arc::new(move || {
+        let control = joined.get().cloned();
+        Box::pin(async move {
+            let control = control.ok_or(waiting)?;
+            control.state().await.map(|_| ()).map_err(|e| format!("the control plane is unreachable: {e}"))
+        })
+    })
+}
+
 /// A readiness check that always passes.
 pub fn always_ready() -> ReadyCheck {
     Arc::new(|| Box::pin(async { Ok(()) }))

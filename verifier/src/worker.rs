@@ -201,9 +201,8 @@ pub async fn serve(
     use std::time::Instant;
 
     use anyhow::Context;
-    use rlvr_common::observe::{Endpoints, ReadyCheck, prometheus_client::registry::Registry, serve_endpoints};
+    use rlvr_common::observe::{Endpoints, prometheus_client::registry::Registry, ready_when_joined, serve_endpoints};
     use rlvr_common::protocol::{MemberInfo, Role};
-    use rlvr_common::transport::Control;
     use rlvr_common::transport::member::{hostname, spawn_membership, wait_for_run};
     use rlvr_common::transport::redis::{Queue, RedisControl, RedisTransport};
 
@@ -211,16 +210,7 @@ pub async fn serve(
     let mut registry = Registry::default();
     let metrics = crate::metrics::VerifierMetrics::register(&mut registry);
     let joined: Arc<OnceLock<Arc<RedisControl>>> = Arc::default();
-    let ready: ReadyCheck = {
-        let joined = joined.clone();
-        Arc::new(move || {
-            let control = joined.get().cloned();
-            Box::pin(async move {
-                let control = control.ok_or("waiting for the run to start")?;
-                control.state().await.map(|_| ()).map_err(|e| format!("Redis unreachable: {e}"))
-            })
-        })
-    };
+    let ready = ready_when_joined(joined.clone(), "waiting for the run to start");
     serve_endpoints(metrics_addr.as_deref(), &Endpoints::new(registry, ready), shutdown.clone())
         .await
         .with_context(|| format!("binding the metrics endpoint {}", metrics_addr.as_deref().unwrap_or_default()))?;
