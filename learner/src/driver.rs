@@ -641,7 +641,7 @@ where
             break;
         }
         // 7. Sync mode: the next batch, sampled with the weights just published.
-        if config.runtime.mode == Mode::Sync && step < config.runtime.steps {
+        if config.runtime.mode == Mode::Sync && step < config.runtime.steps && !shutdown.is_cancelled() {
             d.issue_batch(step as u64, prompts_per_step, version).instrument(tracing::info_span!("issue", step)).await?;
         }
     }

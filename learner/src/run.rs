@@ -193,7 +193,9 @@ pub async fn train_with(
     let (rollouts_tx, rollouts_rx) = memory::queue::<RolloutGroup>(4096);
     let (scored_tx, scored_rx) = memory::queue::<ScoredGroup>(4096);
     let weights = InProcessWeights::new();
-    let workers = shutdown.child_token();
+    // The workers stop when the driver has stopped (after a signal, at its next safe point), not on the
+    // signal itself: an actor gone mid-step would close the queue the driver issues the next batch to.
+    let workers = CancellationToken::new();
     let tokenizer = start.prompter.tokenizer().clone();
     let decode: Decode = Arc::new(move |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default());
     let actor_config = ActorConfig { max_staleness: config.runtime.max_staleness, one_group_at_a_time: config.rollout.batch_invariant, ..Default::default() };
