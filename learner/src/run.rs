@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rlvr_actor::actor_loop::{ActorConfig, Decode, run_actor};
-use rlvr_common::transport::TransportError;
 use rlvr_actor::engine::{Engine, EngineConfig};
 use rlvr_common::checkpoint::{HostTensor, SaveDtype};
 use rlvr_common::model::{CausalLm, Cpu, ModelConfig};
 use rlvr_common::protocol::{MemberInfo, PromptTask, RewardSettings, Role, RolloutGroup, SampleScore, ScoredGroup};
 use rlvr_common::tokenizer::Tokenizer;
+use rlvr_common::transport::TransportError;
 use rlvr_common::transport::member::spawn_membership;
 use rlvr_common::transport::memory::{self, MemoryControl, MemoryStage};
 use rlvr_common::weights::{InProcessWeights, WeightSubscriber};

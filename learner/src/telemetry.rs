@@ -89,7 +89,15 @@ pub struct EmbeddedView {
 impl RunView for EmbeddedView {
     fn status(&self) -> BoxFuture<'_, RunStatus> {
         Box::pin(async move {
-            let queues = self.queues.iter().map(|(name, len)| QueueRow { name, length: len(), pending: 0, lag: Some(len()) }).collect();
+            let queues = self
+                .queues
+                .iter()
+                .map(|(name, len)| {
+                    // In process a queued message is undelivered: its length is its lag.
+                    let length = len();
+                    QueueRow { name, length, pending: 0, lag: Some(length) }
+                })
+                .collect();
             control_status(self.control.as_ref(), queues, 0).await
         })
     }
