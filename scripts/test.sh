@@ -4,11 +4,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian packages the tests use: a real redis-server (the distributed tests start one on a free port)
-# and chromium (the dashboard test drives it with Playwright, so no browser is downloaded).
+# Debian packages the tests use: a real redis-server (the distributed tests start one on a free port;
+# the Redis image is made from it), chromium (the dashboard test drives it with Playwright, so no browser
+# is downloaded) and Compose when the engine has no `docker compose` (the compose stack test).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+    missing+=(docker-compose)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: installing ${missing[*]}" >&2
     SUDO=""
@@ -16,7 +20,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# Playwright and prometheus-client for those tests, in .venv-test.
+# The deployment tests build images and run containers, and render the Kubernetes manifests.
+docker info >/dev/null 2>&1 || { echo "test.sh: the tests need a running Docker Engine" >&2; exit 1; }
+command -v kubectl >/dev/null 2>&1 || { echo "test.sh: the tests need kubectl (its kustomize renders k8s/)" >&2; exit 1; }
+# Playwright, prometheus-client and the Kubernetes schema validator for those tests, in .venv-test.
 if [ ! -x .venv-test/bin/python ]; then
     python3 -m venv .venv-test
 fi

@@ -59,6 +59,18 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// GET a health endpoint (`http://127.0.0.1:8080/readyz`) and exit 0 on a 2xx answer: the
+    /// container images' healthcheck, as they hold no curl.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// `http://host:port/path`.
+    pub url: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5.0)]
+    pub timeout_s: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +293,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => run_eval(args),
         Command::Generate(args) => run_generate(args),
         Command::Model { command: ModelCommand::ImportGguf(args) } => run_import(args),
+        Command::Probe(args) => Ok(rlvr_common::process::probe(&args.url, std::time::Duration::from_secs_f64(args.timeout_s))?),
     }
 }
 
@@ -371,8 +384,10 @@ fn run_learner(args: LearnerArgs) -> anyhow::Result<()> {
         eprintln!("resuming from {}", r.display());
     }
     let runtime = tokio::runtime::Runtime::new()?;
+    let steps = config.runtime.steps;
+    let shutdown = CancellationToken::new();
+    let signalled = shutdown.clone();
     let summary = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
         rlvr_common::process::stop_on_signals(shutdown.clone(), "the learner");
         let options = TrainOptions {
             resume,
@@ -384,8 +399,22 @@ fn run_learner(args: LearnerArgs) -> anyhow::Result<()> {
         crate::distributed::run_learner(config, options, &args.redis, shutdown).await
     })?;
     report(&summary);
+    // Stopped by its supervisor (a pod evicted, `docker stop`) before the last step: the run is not
+    // done, and a Job or restart policy must run the learner again to resume it. `rlvr ctl stop` is an
+    // operator's choice and ends it with 0.
+    if signalled.is_cancelled() && summary.steps < steps {
+        eprintln!(
+            "stopped by a signal at step {} of {steps}: exit status {INTERRUPTED_EXIT}, so that a supervisor runs the learner again to resume",
+            summary.steps
+        );
+        std::process::exit(INTERRUPTED_EXIT);
+    }
     Ok(())
 }
+
+/// `rlvr learner`'s exit status when a signal stopped it before its last step (after it checkpointed):
+/// sysexits' EX_TEMPFAIL, "try again later".
+pub const INTERRUPTED_EXIT: i32 = 75;
 
 /// Where `rlvr up` serves the dashboard unless told otherwise.
 const DEFAULT_DASHBOARD: &str = "127.0.0.1:8080";
@@ -416,6 +445,10 @@ fn run_up(args: UpArgs) -> anyhow::Result<()> {
     let options = crate::distributed::UpOptions { config, actors: args.actors.max(1), verifiers: args.verifiers.max(1), redis: args.redis, learner_args };
     let runtime = tokio::runtime::Runtime::new()?;
     let status = runtime.block_on(crate::distributed::up(options))?;
+    if status.code() == Some(INTERRUPTED_EXIT) {
+        eprintln!("the run stopped before its last step, checkpointed: `rlvr up` again resumes it");
+        return Ok(());
+    }
     if !status.success() {
         bail!("the learner exited with {status}");
     }

@@ -6,5 +6,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     rlvr_learner::memory::keep_freed_memory();
-    rlvr_learner::cli::run(rlvr_learner::cli::Cli::parse())
+    let cli = rlvr_learner::cli::Cli::parse();
+    if rlvr_common::process::parse_only(&cli) {
+        return Ok(());
+    }
+    rlvr_learner::cli::run(cli)
 }

@@ -303,8 +303,9 @@ fn wait_exit(p: &mut Proc, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-/// SIGTERM stops every process at a safe point with exit status 0: a worker after the work in hand,
-/// the learner after writing a checkpoint of the step it reached, from which a new learner continues.
+/// SIGTERM stops every process at a safe point, a worker with exit status 0 after the work in hand,
+/// the learner after writing a checkpoint of the step it reached, with exit status 75 (the run is not
+/// done: a supervisor must start it again), from which a new learner continues.
 #[test]
 fn sigterm_stops_each_process_at_a_safe_point() {
     let tmp_dir = tempfile::tempdir().unwrap();
@@ -348,7 +349,8 @@ fn sigterm_stops_each_process_at_a_safe_point() {
     wait_steps(before + 2);
     sigterm(&learner.child);
     let status = wait_exit(&mut learner, Duration::from_secs(60));
-    assert!(status.success(), "the learner exited with {status} on SIGTERM; its log ends:\n{}", tail(&learner.log, 30));
+    // Stopped before its last step: not done, so a supervisor must run it again (EX_TEMPFAIL).
+    assert_eq!(status.code(), Some(75), "the learner exited with {status} on SIGTERM; its log ends:\n{}", tail(&learner.log, 30));
     let reached = steps();
     assert!(run_dir.join(format!("checkpoints/step-{reached}/trainer_state.json")).exists(), "no checkpoint of step {reached}");
     // A new learner continues from it and finishes two steps later.

@@ -53,6 +53,15 @@ enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// GET a health endpoint (`http://127.0.0.1:9090/readyz`) and exit 0 on a 2xx answer: the
+    /// container image's healthcheck, as it holds no curl.
+    Probe {
+        /// `http://host:port/path`.
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5.0)]
+        timeout_s: f64,
+    },
 }
 
 /// The code sandbox (used only by `kind: "code"` requests).
@@ -71,6 +80,10 @@ struct SandboxArgs {
     /// Meter fuel, so that `settings.fuel` can bound a program's CPU work deterministically.
     #[arg(long, env = "RLVR_SANDBOX_FUEL")]
     sandbox_fuel: bool,
+    /// Where the compiled runtime is cached (default: `compiled/` beside the runtime); set it where
+    /// the runtime's folder is read-only, as in the container image.
+    #[arg(long, env = "RLVR_SANDBOX_CACHE_DIR")]
+    sandbox_cache_dir: Option<std::path::PathBuf>,
 }
 
 /// What a request may not choose: the truthfulness judge, and the most time and output a code check
@@ -119,12 +132,16 @@ impl SandboxArgs {
         }
         config.memory_bytes = self.sandbox_memory_mb.max(16) << 20;
         config.fuel = self.sandbox_fuel;
+        config.cache_dir.clone_from(&self.sandbox_cache_dir);
         config
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if rlvr_common::process::parse_only(&cli) {
+        return Ok(());
+    }
     rlvr_common::process::init_logging(cli.log_format);
     match cli.command {
         Command::Serve { redis, run, id, threads, metrics_addr, sandbox } => {
@@ -154,6 +171,9 @@ fn main() -> anyhow::Result<()> {
             let stdout = BufWriter::new(std::io::stdout().lock());
             let stats = rlvr_verifier::check::run_check_with(stdin, stdout, timings, &policy.policy()).context("while checking")?;
             eprintln!("rlvr-verifier: {} lines, {} errors", stats.lines, stats.errors);
+        }
+        Command::Probe { url, timeout_s } => {
+            rlvr_common::process::probe(&url, std::time::Duration::from_secs_f64(timeout_s))?;
         }
     }
     Ok(())
