@@ -14,20 +14,13 @@ use rlvr_learner::config::RunConfig;
 
 mod support;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
-}
+use support::{python, repo};
+
 
 fn rlvr() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rlvr"))
 }
 
-fn python() -> String {
-    std::env::var("RLVR_TEST_PYTHON").unwrap_or_else(|_| {
-        let venv = repo().join(".venv-test/bin/python");
-        if venv.exists() { venv.display().to_string() } else { "python3".into() }
-    })
-}
 
 /// Runs `command`, failing the test with its output unless it succeeds; returns its stdout.
 fn run(command: &mut Command) -> String {

@@ -14,20 +14,13 @@ use rlvr_learner::config::RunConfig;
 
 mod support;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use support::{python, repo};
+
 
 fn rlvr() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rlvr"))
 }
 
-fn python() -> String {
-    std::env::var("RLVR_TEST_PYTHON").unwrap_or_else(|_| {
-        let venv = repo().join(".venv-test/bin/python");
-        if venv.exists() { venv.display().to_string() } else { "python3".into() }
-    })
-}
 
 /// A tiny random model with SmolLM2's tokenizer and a long sync run of it (the tests stop it).
 fn tiny_run(tmp: &Path, steps: usize) -> RunConfig {

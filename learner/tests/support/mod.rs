@@ -1,4 +1,5 @@
-//! What the learner's integration tests share: a tiny random model that speaks SmolLM2's tokenizer.
+//! What the learner's integration tests share: a tiny random model that speaks SmolLM2's tokenizer,
+//! and where the repository and the test Python are.
 
 use std::path::{Path, PathBuf};
 
@@ -25,4 +26,20 @@ pub fn tiny_model(dir: &Path, seed: u64) -> PathBuf {
         std::fs::copy(root.join(f), model_dir.join(f)).unwrap();
     }
     model_dir
+}
+
+/// The repository's root.
+#[allow(dead_code)] // not every test binary uses each helper
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+/// The Python with `scripts/requirements-test.txt` installed: `$RLVR_TEST_PYTHON` (set by
+/// `scripts/test.sh`), else `.venv-test`, else `python3`.
+#[allow(dead_code)]
+pub fn python() -> String {
+    std::env::var("RLVR_TEST_PYTHON").unwrap_or_else(|_| {
+        let venv = repo().join(".venv-test/bin/python");
+        if venv.exists() { venv.display().to_string() } else { "python3".into() }
+    })
 }
