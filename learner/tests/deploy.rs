@@ -14,7 +14,7 @@ use rlvr_learner::config::RunConfig;
 
 mod support;
 
-use support::{python, repo};
+use support::{free_port, repo, run_python};
 
 
 fn rlvr() -> PathBuf {
@@ -122,10 +122,6 @@ fn trained_groups(run_dir: &Path) -> Vec<(u64, Vec<String>)> {
             (v["step"].as_u64().unwrap(), groups)
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 const STEPS: usize = 8;
@@ -251,15 +247,6 @@ fn compose_stack_finishes_the_run_through_container_kills_and_leaves_nothing_beh
 
 #[test]
 fn kubernetes_manifests_render_validate_and_follow_the_policy() {
-    let verifier = rlvr().with_file_name("rlvr-verifier");
-    let status = Command::new(python())
-        .arg(repo().join("scripts/check_k8s.py"))
-        .arg("--rlvr")
-        .arg(rlvr())
-        .arg("--rlvr-verifier")
-        .arg(&verifier)
-        .current_dir(repo())
-        .status()
-        .unwrap_or_else(|e| panic!("running check_k8s.py with {}: {e} (scripts/test.sh sets up the test Python)", python()));
-    assert!(status.success(), "scripts/check_k8s.py failed ({status}): see its output above");
+    let arg = |p: PathBuf| p.display().to_string();
+    run_python("check_k8s.py", &["--rlvr".into(), arg(rlvr()), "--rlvr-verifier".into(), arg(rlvr().with_file_name("rlvr-verifier"))]);
 }

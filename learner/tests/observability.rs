@@ -14,7 +14,7 @@ use rlvr_learner::config::RunConfig;
 
 mod support;
 
-use support::{python, repo};
+use support::{free_port, repo, run_python};
 
 
 fn rlvr() -> PathBuf {
@@ -94,19 +94,6 @@ fn wait_for_line(path: &Path, pattern: &str, limit: Duration) -> String {
         assert!(t.elapsed() < limit, "no `{pattern}` in {} after {limit:?}:\n{text}", path.display());
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn run_python(script: &str, args: &[String]) {
-    let status = Command::new(python())
-        .arg(repo().join("scripts").join(script))
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("running {script} with {}: {e} (scripts/test.sh sets up the test Python)", python()));
-    assert!(status.success(), "{script} failed ({status}): see its PROBLEM lines above");
 }
 
 /// Steps recorded in a run's metrics.jsonl.

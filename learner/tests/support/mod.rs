@@ -1,5 +1,5 @@
 //! What the learner's integration tests share: a tiny random model that speaks SmolLM2's tokenizer,
-//! and where the repository and the test Python are.
+//! where the repository and the test Python are, a Python check script run, and a free port.
 
 use std::path::{Path, PathBuf};
 
@@ -42,4 +42,21 @@ pub fn python() -> String {
         let venv = repo().join(".venv-test/bin/python");
         if venv.exists() { venv.display().to_string() } else { "python3".into() }
     })
+}
+
+/// Runs `scripts/SCRIPT` with the test Python, failing the test unless it exits 0.
+#[allow(dead_code)]
+pub fn run_python(script: &str, args: &[String]) {
+    let status = std::process::Command::new(python())
+        .arg(repo().join("scripts").join(script))
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("running {script} with {}: {e} (scripts/test.sh sets up the test Python)", python()));
+    assert!(status.success(), "{script} failed ({status}): see its output above");
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
